@@ -1,5 +1,6 @@
 //! The channel3 tuple `[NAME, KEY, DATA]`.
 
+use bytes::Bytes;
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -17,6 +18,9 @@ pub struct Message {
     pub key: String,
     /// The data, exactly as written.
     pub data: Box<RawValue>,
+    /// The frame payload exactly as it was received, before any relabelling (`None` for
+    /// messages built locally). Lets a historian give back the raw bytes a child wrote.
+    pub raw: Option<Bytes>,
 }
 
 /// Why a frame's payload is not a channel3 message.
@@ -39,6 +43,7 @@ impl Message {
             name,
             key: body.key().to_owned(),
             data,
+            raw: None,
         }
     }
 
@@ -46,12 +51,26 @@ impl Message {
     pub fn from_payload(payload: &[u8]) -> Result<Self, MessageError> {
         let (name, key, data): (Option<String>, String, Box<RawValue>) =
             serde_json::from_slice(payload)?;
-        Ok(Self { name, key, data })
+        Ok(Self {
+            name,
+            key,
+            data,
+            raw: None,
+        })
     }
 
-    /// The `garbage` message for bytes that were not a valid message.
+    /// Parses a received frame payload, keeping its bytes in [`Message::raw`].
+    pub fn from_received(payload: Bytes) -> Result<Self, MessageError> {
+        let mut m = Self::from_payload(&payload)?;
+        m.raw = Some(payload);
+        Ok(m)
+    }
+
+    /// The `garbage` message for bytes that were not a valid message (its `raw` holds them).
     pub fn garbage(bytes: &[u8]) -> Self {
-        Self::new(None, &Body::Garbage(Line::base64(bytes)))
+        let mut m = Self::new(None, &Body::Garbage(Line::base64(bytes)));
+        m.raw = Some(Bytes::copy_from_slice(bytes));
+        m
     }
 
     /// The data typed by key.

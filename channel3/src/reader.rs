@@ -56,7 +56,7 @@ impl<R: Read> Reader<R> {
 /// Turns a decoded chunk into a message: frames that are not tuples are garbage too.
 pub(crate) fn chunk_to_message(chunk: Chunk) -> Message {
     match chunk {
-        Chunk::Frame(payload) => Message::from_payload(&payload).unwrap_or_else(|_| {
+        Chunk::Frame(payload) => Message::from_received(payload.clone()).unwrap_or_else(|_| {
             let mut framed = Vec::with_capacity(payload.len() + 12);
             crate::netstring::encode_into(&payload, &mut framed);
             Message::garbage(&framed)

@@ -41,7 +41,10 @@ pub enum ResourceError {
 impl ResourceError {
     /// A bad-input error for a field.
     pub fn input(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Input { pointer: pointer.into(), message: message.into() }
+        Self::Input {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
     }
 
     /// The exit code a resource executable uses for this error.
