@@ -25,6 +25,27 @@ struct Cli {
 enum Command {
     /// Run a program through the runner: its output labelled as channel3 events.
     Run(RunArgs),
+    /// Review recorded runs: list, show, follow, export, prune, stats.
+    History(historian::cli::HistoryArgs),
+    /// Lay out a directory tree (`ingot init minion DIR`).
+    Init {
+        #[command(subcommand)]
+        what: InitWhat,
+    },
+    /// Run every executable in the minion's facts/ and print the combined fact document.
+    Facts(minion::cli::FactsArgs),
+    /// Run one resource action: resources/KIND ACTION with the state (JSON) from stdin.
+    Resource(minion::cli::ResourceArgs),
+    /// Converge a minion: facts → prescribe → inspect → choreograph → perform, until done.
+    Apply(master::cli::ApplyArgs),
+}
+
+#[derive(Subcommand)]
+enum InitWhat {
+    /// A minion tree: logs/, certs/, cache/, facts/, resources/, built-ins linked to this binary.
+    Minion(minion::cli::InitMinionArgs),
+    /// A master tree: logs/, certs/, actors/, resources/.
+    Master(master::cli::InitMasterArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +71,13 @@ struct RunArgs {
     /// Write the channel3 events to this file instead of stderr.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Record into this history (SQLite path or postgres:// URL; default: $INGOT_HISTORY, else
+    /// $XDG_STATE_HOME/ingot/history.db).
+    #[arg(long, value_name = "PATH|URL")]
+    history: Option<String>,
+    /// Do not record this run in the history.
+    #[arg(long, conflicts_with = "history")]
+    no_history: bool,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROG ARGS")]
     argv: Vec<String>,
@@ -64,6 +92,21 @@ fn seconds(s: Option<f64>, flag: &str) -> anyhow::Result<Option<Duration>> {
 }
 
 fn main() -> ExitCode {
+    // Busybox style: invoked under a built-in's name (a symlink in facts/ or resources/), run it.
+    let mut argv = std::env::args_os();
+    if let Some(name) = argv.next().as_deref().and_then(minion::builtin_name) {
+        let name = name.to_owned();
+        let args: Vec<_> = argv.collect();
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("INGOT_LOG")
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        let code = minion::busybox(std::ffi::OsStr::new(&name), &args).unwrap_or(2);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     // Before anything else opens a file: our own fd 3 (if a parent runner gave us one) must not
     // leak into children.
     let upstream_fd3 = runner::claim_inherited_fd3();
@@ -89,6 +132,19 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         .build()
         .context("starting the async runtime")?;
     match cli.command {
+        Command::Init {
+            what: InitWhat::Minion(a),
+        } => Ok(minion::cli::init_minion(&a)),
+        Command::Init {
+            what: InitWhat::Master(a),
+        } => {
+            master::cli::init_master(&a).context("laying out the master tree")?;
+            Ok(0)
+        }
+        Command::Apply(a) => master::cli::apply(&rt, &a).map_err(anyhow::Error::msg),
+        Command::Facts(a) => Ok(minion::cli::facts(&rt, &a, upstream_fd3)),
+        Command::Resource(a) => Ok(minion::cli::resource(&rt, &a, upstream_fd3)),
+        Command::History(a) => Ok(historian::cli::main(a)?),
         Command::Run(a) => {
             let cmd = runner::command::RunCommand {
                 argv: a.argv,
@@ -102,8 +158,26 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
             };
             let sink = runner::command::event_output(upstream_fd3, cmd.events.as_ref())
                 .context("opening the events output")?;
-            let code = rt.block_on(runner::command::run_command(&cmd, &sink));
+            let history = historian::open_for_command(a.history.as_deref(), a.no_history);
+            let recording = history.as_ref().and_then(|h| {
+                historian::CommandRecording::start(h, &cmd)
+                    .inspect_err(|e| eprintln!("ingot: warning: not recording this run: {e}"))
+                    .ok()
+            });
+            let code = match &recording {
+                Some(r) => rt.block_on(runner::command::run_command(
+                    &cmd,
+                    &historian::Tee(r.sink(), &sink),
+                )),
+                None => rt.block_on(runner::command::run_command(&cmd, &sink)),
+            };
             sink.close();
+            if let Some(r) = recording {
+                r.finish(&code);
+            }
+            if let Some(Err(e)) = history.map(historian::History::close) {
+                eprintln!("ingot: warning: the history may be incomplete: {e}");
+            }
             match code {
                 Ok(c) => Ok(c),
                 Err(e @ runner::RunError::Spawn { .. }) => {

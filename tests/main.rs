@@ -2,4 +2,5 @@
 
 mod util;
 
+mod minion_core;
 mod run_command;

@@ -3,6 +3,16 @@
 
 use serde_json::Value;
 
+pub mod facts;
+pub mod file;
+pub mod protocol;
+
+pub mod cron;
+pub mod group;
+pub mod package;
+pub mod service;
+pub mod user;
+
 /// Why a resource action failed. `Input` errors exit 2 (bad usage); the rest exit 1.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -101,7 +111,14 @@ pub fn known_actions<R: Resource + ?Sized>(r: &R) -> String {
 
 /// Every built-in resource, by kind.
 pub fn resources() -> &'static [&'static dyn Resource] {
-    &[]
+    &[
+        &file::File,
+        &user::User,
+        &group::Group,
+        &cron::Cron,
+        &service::Service,
+        &package::Package,
+    ]
 }
 
 /// The built-in resource of this kind.

@@ -1,0 +1,555 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One connection writes (the writer thread, batched `BEGIN IMMEDIATE` transactions); any number
+//! of other connections read concurrently. `synchronous = NORMAL` in WAL mode means a committed
+//! transaction survives the writer process being killed at any point (the WAL is in the page
+//! cache); only a power failure may lose the last commits.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+
+use crate::backend::{json_col, strings_col, Op, ReadBackend, StepWrite, WriteBackend};
+use crate::model::{
+    EventRow, FailureCount, ListFilter, PruneFilter, PruneReport, RunSummary, SlowStep, Stats,
+    StepRow,
+};
+use crate::{Error, Result};
+
+/// Schema migrations; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, steps, events.
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        command TEXT NOT NULL,
+        user TEXT NOT NULL,
+        targets TEXT NOT NULL,
+        started_us INTEGER NOT NULL,
+        ended_us INTEGER,
+        status TEXT NOT NULL,
+        events INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_started ON runs(started_us);
+    CREATE TABLE run_minions (
+        run_id INTEGER NOT NULL,
+        minion TEXT NOT NULL,
+        PRIMARY KEY (run_id, minion)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_minions_minion ON run_minions(minion);
+    CREATE TABLE steps (
+        run_id INTEGER NOT NULL,
+        no INTEGER NOT NULL,
+        minion TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        action TEXT NOT NULL,
+        desired TEXT,
+        before TEXT,
+        after TEXT,
+        outcome TEXT NOT NULL,
+        started_us INTEGER NOT NULL,
+        duration_us INTEGER,
+        error TEXT,
+        PRIMARY KEY (run_id, no)
+    );
+    CREATE INDEX steps_kind ON steps(kind);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        minion TEXT NOT NULL,
+        step INTEGER,
+        name TEXT,
+        ts_us INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        raw BLOB
+    );
+    CREATE INDEX events_run ON events(run_id, id);",
+];
+
+/// An open SQLite history database.
+pub(crate) struct Sqlite {
+    conn: Connection,
+    /// (run, minion) pairs already in `run_minions`.
+    seen: HashSet<(i64, Arc<str>)>,
+}
+
+impl Sqlite {
+    /// Opens (creating file, directory and schema as needed) for writing.
+    pub fn open_rw(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut db = Self::setup(conn, path)?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// Opens an existing database for reading (and pruning); never creates one.
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Missing(path.to_owned()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut db = Self::setup(conn, path)?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn setup(conn: Connection, path: &Path) -> Result<Self> {
+        let wrap = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
+        conn.busy_timeout(Duration::from_secs(30)).map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(wrap)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Self {
+            conn,
+            seen: HashSet::new(),
+        })
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let supported = MIGRATIONS.len() as i64;
+        let current: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > supported {
+            return Err(Error::TooNew {
+                found: current,
+                supported,
+            });
+        }
+        if current == supported {
+            return Ok(());
+        }
+        // IMMEDIATE: two processes opening a fresh file must not both migrate.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tracing::info!(version = i + 1, "migrating the history database");
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check` (for tests and `stats`).
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+fn insert_step(tx: &rusqlite::Transaction<'_>, s: &StepWrite) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR REPLACE INTO steps (run_id, no, minion, kind, action, desired, before, after,
+            outcome, started_us, duration_us, error) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+    )?;
+    let end = s.end.as_ref();
+    st.execute(params![
+        s.run,
+        s.no,
+        s.minion,
+        s.kind,
+        s.action,
+        s.desired,
+        end.and_then(|e| e.before.as_deref()),
+        end.and_then(|e| e.after.as_deref()),
+        end.map_or("running", |e| e.outcome.as_str()),
+        s.started.0,
+        end.map(|e| e.duration_us),
+        end.and_then(|e| e.error.as_deref()),
+    ])?;
+    Ok(())
+}
+
+impl WriteBackend for Sqlite {
+    fn write_batch(&mut self, ops: &[Op]) -> Result<Vec<i64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut keys = Vec::new();
+        let mut counts: HashMap<i64, i64> = HashMap::new();
+        let mut new_pairs: Vec<(i64, Arc<str>)> = Vec::new();
+        {
+            let mut ins_event = tx.prepare_cached(
+                "INSERT INTO events (run_id, minion, step, name, ts_us, key, data, raw)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            )?;
+            for op in ops {
+                match op {
+                    Op::Event {
+                        run,
+                        minion,
+                        step,
+                        event,
+                    } => {
+                        let m = &event.message;
+                        ins_event.execute(params![
+                            run,
+                            &**minion,
+                            step,
+                            m.name,
+                            event.ts.0,
+                            m.key,
+                            m.data.get(),
+                            m.raw.as_deref(),
+                        ])?;
+                        *counts.entry(*run).or_default() += 1;
+                        let pair = (*run, minion.clone());
+                        if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
+                            new_pairs.push(pair);
+                        }
+                    }
+                    Op::StartRun {
+                        uuid,
+                        meta,
+                        started,
+                        ..
+                    } => {
+                        tx.prepare_cached(
+                            "INSERT INTO runs (uuid, command, user, targets, started_us, status)
+                             VALUES (?1,?2,?3,?4,?5,'running')",
+                        )?
+                        .execute(params![
+                            uuid,
+                            serde_json::to_string(&meta.command).unwrap_or_default(),
+                            meta.user,
+                            serde_json::to_string(&meta.targets).unwrap_or_default(),
+                            started.0,
+                        ])?;
+                        keys.push(tx.last_insert_rowid());
+                    }
+                    Op::FinishRun { run, status, ended } => {
+                        tx.prepare_cached(
+                            "UPDATE runs SET status = ?1, ended_us = ?2 WHERE id = ?3",
+                        )?
+                        .execute(params![
+                            status.as_str(),
+                            ended.0,
+                            run
+                        ])?;
+                    }
+                    Op::Step(s) => {
+                        insert_step(&tx, s)?;
+                        let pair = (s.run, Arc::from(s.minion.as_str()));
+                        if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
+                            new_pairs.push(pair);
+                        }
+                    }
+                    Op::StepEnd { run, no, end } => {
+                        tx.prepare_cached(
+                            "UPDATE steps SET before = ?1, after = ?2, outcome = ?3,
+                                duration_us = ?4, error = ?5 WHERE run_id = ?6 AND no = ?7",
+                        )?
+                        .execute(params![
+                            end.before,
+                            end.after,
+                            end.outcome.as_str(),
+                            end.duration_us,
+                            end.error,
+                            run,
+                            no
+                        ])?;
+                    }
+                    Op::Flush(_) | Op::Stop => {}
+                }
+            }
+            for (run, n) in &counts {
+                tx.prepare_cached("UPDATE runs SET events = events + ?1 WHERE id = ?2")?
+                    .execute(params![n, run])?;
+            }
+            for (run, minion) in &new_pairs {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO run_minions (run_id, minion) VALUES (?1, ?2)",
+                )?
+                .execute(params![run, &**minion])?;
+            }
+        }
+        tx.commit()?;
+        if self.seen.len() > 100_000 {
+            self.seen.clear();
+        }
+        self.seen.extend(new_pairs);
+        Ok(keys)
+    }
+}
+
+const RUN_COLUMNS: &str = "r.id, r.uuid, r.command, r.user, r.targets, r.started_us, r.ended_us,
+    r.status, r.events,
+    (SELECT json_group_array(minion) FROM run_minions m WHERE m.run_id = r.id),
+    (SELECT count(*) FROM steps s WHERE s.run_id = r.id),
+    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'changed'),
+    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'failed')";
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<(RunSummary, String)> {
+    let status: String = r.get(7)?;
+    Ok((
+        RunSummary {
+            key: r.get(0)?,
+            id: r.get(1)?,
+            command: strings_col(&r.get::<_, String>(2)?),
+            user: r.get(3)?,
+            targets: strings_col(&r.get::<_, String>(4)?),
+            started_us: channel3::Timestamp(r.get(5)?),
+            ended_us: r.get::<_, Option<i64>>(6)?.map(channel3::Timestamp),
+            status: crate::model::RunStatus::Running,
+            events: r.get(8)?,
+            minions: strings_col(&r.get::<_, String>(9)?),
+            steps: r.get(10)?,
+            changed: r.get(11)?,
+            failed: r.get(12)?,
+        },
+        status,
+    ))
+}
+
+fn finish_runs(rows: Vec<(RunSummary, String)>) -> Result<Vec<RunSummary>> {
+    rows.into_iter()
+        .map(|(mut s, status)| {
+            s.status = status.parse()?;
+            Ok(s)
+        })
+        .collect()
+}
+
+impl ReadBackend for Sqlite {
+    fn list_runs(&mut self, f: &ListFilter) -> Result<Vec<RunSummary>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r
+             WHERE (?1 IS NULL OR r.status = ?1)
+               AND (?2 IS NULL OR r.started_us >= ?2)
+               AND (?3 IS NULL OR EXISTS (SELECT 1 FROM run_minions m
+                                          WHERE m.run_id = r.id AND m.minion = ?3))
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM steps s
+                                          WHERE s.run_id = r.id AND s.kind = ?4))
+             ORDER BY r.started_us DESC, r.id DESC LIMIT ?5"
+        );
+        let limit = if f.limit == 0 { -1 } else { f.limit as i64 };
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st
+            .query_map(
+                params![
+                    f.status.map(|s| s.as_str()),
+                    f.since.map(|t| t.0),
+                    f.minion,
+                    f.resource,
+                    limit
+                ],
+                run_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        finish_runs(rows)
+    }
+
+    fn find_runs(&mut self, prefix: Option<&str>) -> Result<Vec<RunSummary>> {
+        let rows = match prefix {
+            None => {
+                let sql = format!(
+                    "SELECT {RUN_COLUMNS} FROM runs r ORDER BY r.started_us DESC, r.id DESC LIMIT 1"
+                );
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let v = st
+                    .query_map([], run_row)?
+                    .collect::<rusqlite::Result<_>>()?;
+                v
+            }
+            Some(p) => {
+                let sql = format!(
+                    "SELECT {RUN_COLUMNS} FROM runs r WHERE substr(r.uuid, 1, length(?1)) = ?1
+                     ORDER BY r.uuid LIMIT 2"
+                );
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let v = st
+                    .query_map([p.to_ascii_lowercase()], run_row)?
+                    .collect::<rusqlite::Result<_>>()?;
+                v
+            }
+        };
+        finish_runs(rows)
+    }
+
+    fn run(&mut self, key: i64) -> Result<Option<RunSummary>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.id = ?1");
+        let row = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([key], run_row)
+            .optional()?;
+        Ok(finish_runs(row.into_iter().collect())?.pop())
+    }
+
+    fn steps(&mut self, run: i64) -> Result<Vec<StepRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT no, minion, kind, action, desired, before, after, outcome, started_us,
+                duration_us, error FROM steps WHERE run_id = ?1 ORDER BY no",
+        )?;
+        let rows = st
+            .query_map([run], |r| {
+                Ok((
+                    StepRow {
+                        no: r.get(0)?,
+                        minion: r.get(1)?,
+                        kind: r.get(2)?,
+                        action: r.get(3)?,
+                        desired: json_col(r.get(4)?),
+                        before: json_col(r.get(5)?),
+                        after: json_col(r.get(6)?),
+                        outcome: crate::model::StepOutcome::Running,
+                        started_us: channel3::Timestamp(r.get(8)?),
+                        duration_us: r.get(9)?,
+                        error: r.get(10)?,
+                    },
+                    r.get::<_, String>(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(mut s, o)| {
+                s.outcome = o.parse()?;
+                Ok(s)
+            })
+            .collect()
+    }
+
+    fn events(&mut self, run: i64, after: i64, limit: usize) -> Result<Vec<EventRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, minion, step, name, ts_us, key, data, raw FROM events
+             WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(params![run, after, limit as i64], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    minion: r.get(1)?,
+                    step: r.get(2)?,
+                    name: r.get(3)?,
+                    ts: channel3::Timestamp(r.get(4)?),
+                    key: r.get(5)?,
+                    data: r.get(6)?,
+                    raw: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn prune(&mut self, f: &PruneFilter, dry_run: bool) -> Result<PruneReport> {
+        let statuses: Vec<&str> = if f.statuses.is_empty() {
+            vec!["ok", "changed", "failed"]
+        } else {
+            f.statuses.iter().map(|s| s.as_str()).collect()
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut report = PruneReport::default();
+        let mut keys = Vec::new();
+        {
+            let mut st = tx.prepare(
+                "SELECT id, uuid, events, (SELECT count(*) FROM steps s WHERE s.run_id = runs.id)
+                 FROM runs WHERE started_us < ?1 AND status IN (SELECT value FROM json_each(?2))
+                 ORDER BY started_us",
+            )?;
+            let list = serde_json::to_string(&statuses).unwrap_or_default();
+            let mut rows = st.query(params![f.before.0, list])?;
+            while let Some(r) = rows.next()? {
+                keys.push(r.get::<_, i64>(0)?);
+                report.runs.push(r.get(1)?);
+                report.events += r.get::<_, i64>(2)?;
+                report.steps += r.get::<_, i64>(3)?;
+            }
+        }
+        if !dry_run {
+            for k in &keys {
+                tx.execute("DELETE FROM events WHERE run_id = ?1", [k])?;
+                tx.execute("DELETE FROM steps WHERE run_id = ?1", [k])?;
+                tx.execute("DELETE FROM run_minions WHERE run_id = ?1", [k])?;
+                tx.execute("DELETE FROM runs WHERE id = ?1", [k])?;
+            }
+            tx.commit()?;
+            if !keys.is_empty() {
+                // Give the WAL's pages back; a busy reader only delays this.
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+        }
+        Ok(report)
+    }
+
+    fn stats(&mut self, top: usize) -> Result<Stats> {
+        let c = &self.conn;
+        let mut s = Stats {
+            runs: c.query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?,
+            steps: c.query_row("SELECT count(*) FROM steps", [], |r| r.get(0))?,
+            events: c.query_row("SELECT coalesce(sum(events), 0) FROM runs", [], |r| {
+                r.get(0)
+            })?,
+            ..Stats::default()
+        };
+        s.by_status = c
+            .prepare("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        s.slowest = c
+            .prepare(
+                "SELECT r.uuid, s.minion, s.kind, s.action, s.duration_us FROM steps s
+                 JOIN runs r ON r.id = s.run_id WHERE s.duration_us IS NOT NULL
+                 ORDER BY s.duration_us DESC LIMIT ?1",
+            )?
+            .query_map([top as i64], |r| {
+                Ok(SlowStep {
+                    run: r.get(0)?,
+                    minion: r.get(1)?,
+                    kind: r.get(2)?,
+                    action: r.get(3)?,
+                    duration_us: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (col, out) in [
+            ("kind", &mut s.failures_by_resource),
+            ("minion", &mut s.failures_by_minion),
+        ] {
+            *out = c
+                .prepare(&format!(
+                    "SELECT {col}, sum(outcome = 'failed'), count(*) FROM steps GROUP BY {col}
+                     HAVING sum(outcome = 'failed') > 0
+                     ORDER BY sum(outcome = 'failed') DESC, {col} LIMIT ?1"
+                ))?
+                .query_map([top as i64], |r| {
+                    Ok(FailureCount {
+                        name: r.get(0)?,
+                        failed: r.get(1)?,
+                        total: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        Ok(s)
+    }
+}
