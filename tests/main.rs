@@ -2,5 +2,6 @@
 
 mod util;
 
+mod apply;
 mod minion_core;
 mod run_command;

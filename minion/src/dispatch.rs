@@ -478,6 +478,20 @@ impl Minion {
         input: &Value,
         sink: &dyn EventSink,
     ) -> Result<Value, DispatchError> {
+        self.resource_with_timeout(kind, action, input, self.resource_timeout, sink)
+            .await
+    }
+
+    /// [`Minion::resource`] with a timeout for this call only (a Directord job's `--timeout`):
+    /// past it the resource's whole process group is killed.
+    pub async fn resource_with_timeout(
+        &self,
+        kind: &str,
+        action: &str,
+        input: &Value,
+        timeout: Duration,
+        sink: &dyn EventSink,
+    ) -> Result<Value, DispatchError> {
         let path = self.resource_path(kind)?;
         let desc = self.describe(kind, sink).await?;
         if action == "describe" {
@@ -519,11 +533,12 @@ impl Minion {
                 let mut results: Vec<Value> = if valid.is_empty() {
                     Vec::new()
                 } else if desc.batch() {
-                    self.run_batch(&path, kind, action, valid, sink).await?
+                    self.run_batch(&path, kind, action, valid, timeout, sink)
+                        .await?
                 } else {
                     let runs = valid
                         .iter()
-                        .map(|s| self.run_one(&path, kind, action, s, sink))
+                        .map(|s| self.run_one(&path, kind, action, s, timeout, sink))
                         .collect();
                     join_all(runs)
                         .await
@@ -545,17 +560,25 @@ impl Minion {
             other => {
                 let state = with_kind(other);
                 desc.check(&state)?;
-                self.run_one(&path, kind, action, &state, sink).await
+                self.run_one(&path, kind, action, &state, timeout, sink)
+                    .await
             }
         }
     }
 
-    fn program(&self, path: &Path, kind: &str, action: &str, input: &Value) -> Program {
+    fn program(
+        &self,
+        path: &Path,
+        kind: &str,
+        action: &str,
+        input: &Value,
+        timeout: Duration,
+    ) -> Program {
         Program::new(path)
             .name(kind)
             .arg(action)
             .json_stdin(input)
-            .timeout(self.resource_timeout)
+            .timeout(timeout)
     }
 
     async fn run_one(
@@ -564,13 +587,14 @@ impl Minion {
         kind: &str,
         action: &str,
         state: &Value,
+        timeout: Duration,
         sink: &dyn EventSink,
     ) -> Result<Value, DispatchError> {
         let o = self
             .runner
-            .run(&self.program(path, kind, action, state), sink)
+            .run(&self.program(path, kind, action, state, timeout), sink)
             .await?;
-        check_exit(&o, kind, action, self.resource_timeout)?;
+        check_exit(&o, kind, action, timeout)?;
         let v = parse_output(&o, kind, action)?;
         if matches!(action, "inspect" | "conform") && !v.is_object() {
             return Err(DispatchError::BadOutput {
@@ -591,13 +615,14 @@ impl Minion {
         kind: &str,
         action: &str,
         states: Vec<Value>,
+        timeout: Duration,
         sink: &dyn EventSink,
     ) -> Result<Vec<Value>, DispatchError> {
         let n = states.len();
         let o = self
             .runner
             .run(
-                &self.program(path, kind, action, &Value::Array(states)),
+                &self.program(path, kind, action, &Value::Array(states), timeout),
                 sink,
             )
             .await?;
@@ -606,7 +631,7 @@ impl Minion {
         match parsed {
             Some(Value::Array(items)) if items.len() == n && !o.timed_out => Ok(items),
             _ => {
-                check_exit(&o, kind, action, self.resource_timeout)?;
+                check_exit(&o, kind, action, timeout)?;
                 Err(DispatchError::BadOutput {
                     kind: kind.into(),
                     action: action.into(),

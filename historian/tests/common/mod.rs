@@ -151,7 +151,7 @@ pub fn check_review(location: &Location) {
             },
             &mut store
         ),
-        [a.clone()]
+        [a.as_str()]
     );
     assert_eq!(
         only(
@@ -161,7 +161,7 @@ pub fn check_review(location: &Location) {
             },
             &mut store
         ),
-        [b.clone()]
+        [b.as_str()]
     );
     assert_eq!(
         only(
@@ -171,7 +171,7 @@ pub fn check_review(location: &Location) {
             },
             &mut store
         ),
-        [a.clone()]
+        [a.as_str()]
     );
     assert_eq!(
         only(
@@ -192,7 +192,7 @@ pub fn check_review(location: &Location) {
             },
             &mut store
         ),
-        [b.clone()]
+        [b.as_str()]
     );
     let future = channel3::Timestamp(channel3::Timestamp::now().0 + 60_000_000);
     assert!(only(
@@ -376,7 +376,7 @@ pub fn check_review(location: &Location) {
         statuses: vec![RunStatus::Failed],
     };
     let gone = store.prune(&failed, false).unwrap();
-    assert_eq!(gone.runs, [a.clone()]);
+    assert_eq!(gone.runs, [a.as_str()]);
     assert_eq!(gone.events as usize, d.events.len());
     assert_eq!(
         ids(&store.list(&ListFilter::default()).unwrap()),

@@ -1,0 +1,444 @@
+//! The minion agent: connects out to the master, runs its requests through the minion's
+//! dispatch (the same code `ingot facts` / `ingot resource` run), streams events and results
+//! back, and spools them to disk so that nothing is lost while the master is unreachable.
+//!
+//! Spool: `MINION/logs/spool/ID.jsonl`, one frame per line (events then the result, numbered).
+//! A file is removed when the master acknowledges the result. After a reconnect every spool
+//! file is sent again in full; the master skips what it already has by sequence number. A
+//! request is never run twice: requests are not re-sent, and a request interrupted by the
+//! agent's own restart is reported as interrupted, not re-run.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use minion::dispatch::DispatchError;
+use minion::Minion;
+use serde_json::{json, Value};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::pki::MASTER_SERVER_NAME;
+use super::wire::{read_frame, write_frame, Frame, Op, Reply, WireError, PROTOCOL};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The minion tree.
+    pub minion: PathBuf,
+    /// `HOST:PORT` of the master.
+    pub master: String,
+    /// This machine's id (default: `/etc/machine-id`).
+    pub machine_id: String,
+    /// The longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// TLS material is missing or bad.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    /// The spool directory cannot be used.
+    #[error("spool {path}: {source} (check that the minion tree exists and is writable)")]
+    Spool {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `/etc/machine-id`, else `/var/lib/dbus/machine-id`, else the host name.
+pub fn machine_id() -> String {
+    for p in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            let s = s.trim();
+            if !s.is_empty() {
+                return s.to_owned();
+            }
+        }
+    }
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Wire = mpsc::UnboundedSender<Vec<u8>>;
+
+struct Outbox {
+    file: Option<std::fs::File>,
+    path: PathBuf,
+    seq: u64,
+    live: Option<Wire>,
+}
+
+impl Outbox {
+    fn push(&mut self, make: impl FnOnce(u64) -> Frame) {
+        self.seq += 1;
+        let frame = make(self.seq);
+        let payload = frame.payload();
+        if let Some(f) = self.file.as_mut() {
+            let mut line = payload.clone();
+            line.push(b'\n');
+            if let Err(e) = f.write_all(&line) {
+                tracing::error!(path = %self.path.display(), "spooling: {e}");
+            }
+        }
+        if let Some(w) = &self.live {
+            if w.send(channel3::netstring::encode(&payload)).is_err() {
+                self.live = None;
+            }
+        }
+    }
+}
+
+struct OutboxSink(Arc<Mutex<Outbox>>, String);
+
+impl runner::EventSink for OutboxSink {
+    fn emit(&self, ev: channel3::Event) {
+        let id = self.1.clone();
+        lock(&self.0).push(|seq| Frame::Event {
+            id,
+            seq,
+            ts: ev.ts.0,
+            name: ev.message.name,
+            key: ev.message.key,
+            data: ev.message.data,
+        });
+    }
+}
+
+/// The agent's state across connections.
+pub struct Agent {
+    minion: Minion,
+    spool: PathBuf,
+    active: Mutex<HashMap<String, Arc<Mutex<Outbox>>>>,
+    current: Mutex<Option<Wire>>,
+    opts: AgentOptions,
+    started: i64,
+}
+
+fn jitter(d: Duration) -> Duration {
+    // 0.5 .. 1.5 × d, from a random u16.
+    let r = (uuid::Uuid::new_v4().as_u128() & 0xffff) as f64 / 65536.0;
+    d.mul_f64(0.5 + r)
+}
+
+impl Agent {
+    /// An agent for the minion tree in `opts`; finishes spool files left by a previous run.
+    pub fn new(opts: AgentOptions) -> Result<Arc<Self>, AgentError> {
+        let spool = opts.minion.join("logs").join("spool");
+        std::fs::create_dir_all(&spool).map_err(|source| AgentError::Spool {
+            path: spool.clone(),
+            source,
+        })?;
+        let agent = Arc::new(Self {
+            minion: Minion::new(&opts.minion),
+            spool,
+            active: Mutex::new(HashMap::new()),
+            current: Mutex::new(None),
+            opts,
+            started: super::pki::now_secs(),
+        });
+        agent.close_interrupted();
+        Ok(agent)
+    }
+
+    /// Spool files without a result: the agent stopped while they ran. They get a result that
+    /// says so (they are not run again).
+    fn close_interrupted(&self) {
+        for (id, path) in self.spooled() {
+            let lines = read_lines(&path);
+            if lines.iter().any(|l| l.contains("\"result\"") && is_result(l)) {
+                continue;
+            }
+            let seq = lines.len() as u64 + 1;
+            let f = Frame::Result {
+                id: id.clone(),
+                seq,
+                reply: Reply::Err(WireError::Unreachable {
+                    message: "interrupted: the minion agent stopped while this ran; it was not run again".into(),
+                }),
+            };
+            if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&path) {
+                let mut line = f.payload();
+                line.push(b'\n');
+                let _ = file.write_all(&line);
+            }
+            tracing::warn!(%id, "request interrupted by an agent restart; reporting it as such");
+        }
+    }
+
+    fn spooled(&self) -> Vec<(String, PathBuf)> {
+        let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&self.spool)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                let id = p.file_name()?.to_str()?.strip_suffix(".jsonl")?.to_owned();
+                Some((id, p))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Connects and serves forever, reconnecting with exponential backoff and jitter.
+    pub async fn run(self: Arc<Self>) -> Result<(), AgentError> {
+        let tls = super::tls::client_config(&self.opts.minion.join("certs"))?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.clone().session(&connector).await {
+                Ok(()) => backoff = Duration::from_millis(250),
+                Err(e) => tracing::warn!(master = %self.opts.master, "{e}"),
+            }
+            let wait = jitter(backoff);
+            tracing::info!("reconnecting in {:.1}s", wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(self.opts.max_backoff);
+        }
+    }
+
+    /// One connection: `Ok` when it was welcomed (and later ended), `Err` when it never was.
+    async fn session(self: Arc<Self>, connector: &tokio_rustls::TlsConnector) -> Result<(), String> {
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&self.opts.master),
+        )
+        .await
+        .map_err(|_| "connecting timed out".to_string())?
+        .map_err(|e| format!("connecting: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let server = rustls::pki_types::ServerName::try_from(MASTER_SERVER_NAME)
+            .expect("a valid DNS name");
+        let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(server, tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        write_frame(
+            &mut tls,
+            &Frame::Hello {
+                protocol: PROTOCOL,
+                version: env!("CARGO_PKG_VERSION").into(),
+                machine_id: self.opts.machine_id.clone(),
+                started: self.started,
+            },
+        )
+        .await
+        .map_err(|e| format!("sending hello: {e}"))?;
+        let first = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut tls))
+            .await
+            .map_err(|_| "no answer to hello".to_string())?
+            .map_err(|e| format!("the master refused the certificate or the connection: {e}"))?;
+        let heartbeat = match first {
+            Some(Frame::Welcome { name, heartbeat }) => {
+                tracing::info!(%name, master = %self.opts.master, "connected");
+                Duration::from_secs(heartbeat.max(1))
+            }
+            Some(Frame::Refused { reason }) => return Err(format!("refused: {reason}")),
+            None => return Err("the master closed the connection (certificate refused?)".into()),
+            Some(other) => return Err(format!("unexpected first frame {other:?}")),
+        };
+        let (read_half, mut write_half) = tokio::io::split(tls);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = tokio::spawn(async move {
+            while let Some(mut buf) = rx.recv().await {
+                while buf.len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(b) => buf.extend_from_slice(&b),
+                        Err(_) => break,
+                    }
+                }
+                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        *lock(&self.current) = Some(tx.clone());
+        self.replay(&tx);
+        let mut reader = BufReader::new(read_half);
+        let end = loop {
+            match tokio::time::timeout(heartbeat * 3, read_frame(&mut reader)).await {
+                Err(_) => break format!("no word from the master for {}s", (heartbeat * 3).as_secs()),
+                Ok(Err(e)) => break e.to_string(),
+                Ok(Ok(None)) => break "closed by the master".into(),
+                Ok(Ok(Some(f))) => match f {
+                    Frame::Request { id, op } => self.start(id, op),
+                    Frame::Ack { id } => {
+                        let _ = std::fs::remove_file(self.spool_path(&id));
+                    }
+                    Frame::Ping { n } => {
+                        let _ = tx.send(Frame::Pong { n }.encode());
+                    }
+                    other => tracing::warn!("unexpected frame {other:?}"),
+                },
+            }
+        };
+        {
+            let mut cur = lock(&self.current);
+            if cur.as_ref().is_some_and(|c| c.same_channel(&tx)) {
+                *cur = None;
+            }
+        }
+        drop(tx);
+        writer.abort();
+        tracing::warn!(master = %self.opts.master, "disconnected: {end}");
+        Ok(())
+    }
+
+    fn spool_path(&self, id: &str) -> PathBuf {
+        self.spool.join(format!("{id}.jsonl"))
+    }
+
+    /// Sends every spool file again, and attaches running requests to the new connection.
+    fn replay(&self, tx: &Wire) {
+        for (id, path) in self.spooled() {
+            let outbox = lock(&self.active).get(&id).cloned();
+            match outbox {
+                Some(o) => {
+                    let mut o = lock(&o);
+                    send_lines(&path, tx);
+                    o.live = Some(tx.clone());
+                }
+                None => send_lines(&path, tx),
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, id: String, op: Op) {
+        let path = self.spool_path(&id);
+        if lock(&self.active).contains_key(&id) || path.exists() || !valid_id(&id) {
+            tracing::warn!(%id, "duplicate or invalid request id: not run again");
+            return;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .inspect_err(|e| tracing::error!(path = %path.display(), "cannot spool: {e}"))
+            .ok();
+        let outbox = Arc::new(Mutex::new(Outbox {
+            file,
+            path,
+            seq: 0,
+            live: lock(&self.current).clone(),
+        }));
+        lock(&self.active).insert(id.clone(), outbox.clone());
+        let agent = self.clone();
+        tokio::spawn(async move {
+            tracing::debug!(%id, op = %op.label(), "request");
+            let sink = OutboxSink(outbox.clone(), id.clone());
+            let reply = agent.dispatch(&op, &sink).await;
+            lock(&outbox).push(|seq| Frame::Result {
+                id: id.clone(),
+                seq,
+                reply,
+            });
+            lock(&agent.active).remove(&id);
+        });
+    }
+
+    async fn dispatch(&self, op: &Op, sink: &dyn runner::EventSink) -> Reply {
+        match op {
+            Op::Facts => match self.minion.facts(sink).await {
+                Ok(r) => Reply::Ok(json!({
+                    "document": Value::Object(r.document),
+                    "failures": r.failures.iter().map(|p| json!([p.name, p.reason])).collect::<Vec<_>>(),
+                })),
+                Err(e) => Reply::Err(WireError::Unreachable {
+                    message: e.to_string(),
+                }),
+            },
+            Op::Describe { kind } => match self.minion.describe(kind, sink).await {
+                Ok(d) => Reply::Ok(json!({
+                    "doc": d.doc,
+                    "identity": d.identity(),
+                    "batch": d.batch(),
+                })),
+                Err(e) => Reply::Err(wire_error(e)),
+            },
+            Op::Resource {
+                kind,
+                action,
+                input,
+            } => match self.minion.resource(kind, action, input, sink).await {
+                Ok(v) => Reply::Ok(v),
+                Err(e) => Reply::Err(wire_error(e)),
+            },
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_result(line: &str) -> bool {
+    serde_json::from_str::<Frame>(line)
+        .map(|f| matches!(f, Frame::Result { .. }))
+        .unwrap_or(false)
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::File::open(path)
+        .map(|f| {
+            std::io::BufReader::new(f)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| !l.trim().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn send_lines(path: &Path, tx: &Wire) {
+    for line in read_lines(path) {
+        // A torn last line (crash mid-write) is skipped: it is not valid JSON.
+        if serde_json::from_str::<Frame>(&line).is_ok() {
+            let _ = tx.send(channel3::netstring::encode(line.as_bytes()));
+        }
+    }
+}
+
+fn wire_error(e: DispatchError) -> WireError {
+    match e {
+        DispatchError::Failed {
+            kind,
+            action,
+            code,
+            stderr,
+        } => WireError::Failed {
+            program: format!("resources/{kind} {action}"),
+            code,
+            stderr,
+        },
+        DispatchError::BadOutput {
+            kind,
+            action,
+            reason,
+        } => WireError::BadOutput {
+            program: format!("resources/{kind} {action}"),
+            message: reason,
+        },
+        other => WireError::Unreachable {
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,652 @@
+//! The master server: accepts minions over TLS, keeps one session per minion name, and drives
+//! them through [`RemoteMinion`], the network implementation of [`MinionLink`].
+//!
+//! A session outlives its connections: requests in flight stay pending while a minion is away
+//! (up to the grace period), and the events and result it spooled meanwhile are taken after it
+//! reconnects, de-duplicated by request id and sequence number.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use runner::EventSink;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::pki::{fingerprint, now_secs};
+use super::tls::RegistryCache;
+use super::wire::{read_frame, write_frame, Frame, Op, Reply, WireError, PROTOCOL};
+use crate::link::{Described, Facts, LinkError, MinionLink};
+
+/// Timings of the server.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Seconds between pings; a connection silent for three of these is cut.
+    pub heartbeat: Duration,
+    /// How long a request waits for its minion to come back after a disconnect.
+    pub grace: Duration,
+    /// How long the TLS handshake and `hello` may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            grace: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Pending {
+    events: mpsc::UnboundedSender<channel3::Event>,
+    result: Option<oneshot::Sender<Reply>>,
+    last_seq: u64,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Frame>,
+    generation: u64,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct Info {
+    machine_id: String,
+    address: String,
+    version: String,
+    started: i64,
+    connected_since: i64,
+    last_seen: i64,
+    fingerprint: String,
+}
+
+/// One minion as the master knows it, across connections.
+pub struct Session {
+    name: String,
+    conn: Mutex<Option<Conn>>,
+    info: Mutex<Info>,
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Bumped on every connect and disconnect.
+    changes: watch::Sender<u64>,
+}
+
+impl Session {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            conn: Mutex::new(None),
+            info: Mutex::new(Info::default()),
+            pending: Mutex::new(HashMap::new()),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    fn sender(&self) -> Option<mpsc::UnboundedSender<Frame>> {
+        lock(&self.conn).as_ref().map(|c| c.tx.clone())
+    }
+
+    /// Connected right now.
+    pub fn connected(&self) -> bool {
+        lock(&self.conn).is_some()
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What `ingot manage --list-nodes` shows.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// The minion's name.
+    pub name: String,
+    /// `connected`, `expired` (stopped answering / disconnected) or `never-seen`.
+    pub state: String,
+    /// Its certificate's expiry (Unix seconds).
+    pub cert_expiry: Option<i64>,
+    /// The agent's version.
+    pub version: String,
+    /// Seconds since the agent started.
+    pub uptime: Option<i64>,
+    /// Its machine id.
+    pub machine_id: String,
+    /// The address it connected from.
+    pub address: String,
+    /// Unix seconds of the last frame from it.
+    pub last_seen: Option<i64>,
+}
+
+/// Every session of the master.
+pub struct Hub {
+    sessions: Mutex<BTreeMap<String, Arc<Session>>>,
+    next_id: AtomicU64,
+    boot: String,
+    generation: AtomicU64,
+    opts: HubOptions,
+    registry: Arc<RegistryCache>,
+}
+
+impl Hub {
+    /// A hub checking names against `registry`.
+    pub fn new(opts: HubOptions, registry: Arc<RegistryCache>) -> Arc<Self> {
+        Arc::new(Self {
+            sessions: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            boot: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            generation: AtomicU64::new(1),
+            opts,
+            registry,
+        })
+    }
+
+    fn new_id(&self) -> String {
+        format!("{}-{}", self.boot, self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn session(&self, name: &str) -> Arc<Session> {
+        lock(&self.sessions)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Session::new(name)))
+            .clone()
+    }
+
+    /// Sessions whose names match one of `globs`, in name order.
+    pub fn matching(&self, globs: &globset::GlobSet) -> Vec<Arc<Session>> {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| globs.is_match(&s.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Names of connected minions.
+    pub fn connected_names(&self) -> Vec<String> {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.connected())
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Everything known about every minion (sessions, and issued certificates never seen).
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let reg = self.registry.get();
+        let now = now_secs();
+        let sessions = lock(&self.sessions).clone();
+        let mut out: BTreeMap<String, NodeInfo> = BTreeMap::new();
+        for (name, s) in &sessions {
+            let info = lock(&s.info);
+            let alive = s.connected()
+                && now - info.last_seen <= 3 * self.opts.heartbeat.as_secs().max(1) as i64;
+            out.insert(
+                name.clone(),
+                NodeInfo {
+                    name: name.clone(),
+                    state: if alive { "connected" } else { "expired" }.into(),
+                    cert_expiry: reg.minions.get(name).map(|i| i.not_after),
+                    version: info.version.clone(),
+                    uptime: Some(now - info.started),
+                    machine_id: info.machine_id.clone(),
+                    address: info.address.clone(),
+                    last_seen: Some(info.last_seen),
+                },
+            );
+        }
+        for (name, i) in &reg.minions {
+            out.entry(name.clone()).or_insert_with(|| NodeInfo {
+                name: name.clone(),
+                state: if i.revoked.is_some() {
+                    "revoked".into()
+                } else {
+                    "never-seen".into()
+                },
+                cert_expiry: Some(i.not_after),
+                version: String::new(),
+                uptime: None,
+                machine_id: String::new(),
+                address: String::new(),
+                last_seen: None,
+            });
+        }
+        out.into_values().collect()
+    }
+
+    /// The link to one session.
+    pub fn link(self: &Arc<Self>, session: Arc<Session>) -> RemoteMinion {
+        RemoteMinion {
+            hub: self.clone(),
+            session,
+            described: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Accepts minions on `listener` forever.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::error!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let hub = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Err(e) = hub.connection(acceptor, tcp, addr).await {
+                    tracing::info!(%addr, "connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        acceptor: tokio_rustls::TlsAcceptor,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(), String> {
+        let _ = tcp.set_nodelay(true);
+        let limit = self.opts.handshake_timeout;
+        let mut tls = tokio::time::timeout(limit, acceptor.accept(tcp))
+            .await
+            .map_err(|_| "handshake timed out".to_string())?
+            .map_err(|e| format!("handshake refused: {e}"))?;
+        let fp = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| fingerprint(c))
+            .ok_or("no client certificate")?;
+        let name = self
+            .registry
+            .get()
+            .name_of(&fp)
+            .ok_or("certificate not in the registry")?
+            .to_owned();
+        let hello = tokio::time::timeout(limit, read_frame(&mut tls))
+            .await
+            .map_err(|_| format!("{name}: no hello in time"))?
+            .map_err(|e| format!("{name}: {e}"))?;
+        let Some(Frame::Hello {
+            protocol,
+            version,
+            machine_id,
+            started,
+        }) = hello
+        else {
+            return Err(format!("{name}: the first frame was not hello"));
+        };
+        if protocol != PROTOCOL {
+            let reason = format!("protocol {protocol} is not supported (the master speaks {PROTOCOL}); upgrade ingot on the minion");
+            let _ = write_frame(&mut tls, &Frame::Refused { reason: reason.clone() }).await;
+            return Err(reason);
+        }
+        let session = self.session(&name);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+        {
+            let mut conn = lock(&session.conn);
+            if let Some(old) = conn.as_ref() {
+                let held_by = lock(&session.info).machine_id.clone();
+                if held_by != machine_id {
+                    drop(conn);
+                    let reason = format!(
+                        "the name {name} is held by machine {held_by}; this connection from machine {machine_id} is refused"
+                    );
+                    let _ = write_frame(&mut tls, &Frame::Refused { reason: reason.clone() }).await;
+                    return Err(reason);
+                }
+                // The same machine again: its old connection is stale.
+                old.cut.notify_one();
+            }
+            *conn = Some(Conn {
+                tx: tx.clone(),
+                generation,
+                cut: cut.clone(),
+            });
+            let now = now_secs();
+            *lock(&session.info) = Info {
+                machine_id,
+                address: addr.to_string(),
+                version,
+                started,
+                connected_since: now,
+                last_seen: now,
+                fingerprint: fp.clone(),
+            };
+        }
+        session.bump();
+        tracing::info!(%name, %addr, "minion connected");
+        let _ = tx.send(Frame::Welcome {
+            name: name.clone(),
+            heartbeat: self.opts.heartbeat.as_secs().max(1),
+        });
+
+        let (read_half, mut write_half) = tokio::io::split(tls);
+        let writer = tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                let mut buf = f.encode();
+                // Batch whatever else is queued into one write.
+                while buf.len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(f) => buf.extend_from_slice(&f.encode()),
+                        Err(_) => break,
+                    }
+                }
+                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err()
+                {
+                    break;
+                }
+            }
+            let _ = write_half.shutdown().await;
+        });
+        let pinger = {
+            let tx = tx.clone();
+            let hub = self.clone();
+            let cut = cut.clone();
+            let period = self.opts.heartbeat;
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                loop {
+                    tokio::time::sleep(period).await;
+                    n += 1;
+                    if hub.registry.get().name_of(&fp) != Some(name.as_str()) {
+                        tracing::warn!(%name, "certificate revoked or replaced: cutting the connection");
+                        cut.notify_one();
+                        return;
+                    }
+                    if tx.send(Frame::Ping { n }).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut reader = BufReader::new(read_half);
+        let silence = self.opts.heartbeat * 3;
+        let end = loop {
+            let frame = tokio::select! {
+                _ = cut.notified() => break "cut".to_string(),
+                r = tokio::time::timeout(silence, read_frame(&mut reader)) => r,
+            };
+            match frame {
+                Err(_) => break format!("silent for {}s", silence.as_secs()),
+                Ok(Err(e)) => break e.to_string(),
+                Ok(Ok(None)) => break "closed by the minion".into(),
+                Ok(Ok(Some(f))) => {
+                    lock(&session.info).last_seen = now_secs();
+                    self.take(&session, f, &tx);
+                }
+            }
+        };
+        pinger.abort();
+        {
+            let mut conn = lock(&session.conn);
+            if conn.as_ref().map(|c| c.generation) == Some(generation) {
+                *conn = None;
+            }
+        }
+        drop(tx);
+        session.bump();
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        tracing::info!(%name, %addr, "minion disconnected: {end}");
+        Ok(())
+    }
+
+    fn take(&self, session: &Session, f: Frame, tx: &mpsc::UnboundedSender<Frame>) {
+        match f {
+            Frame::Event {
+                id,
+                seq,
+                ts,
+                name,
+                key,
+                data,
+            } => {
+                let mut pending = lock(&session.pending);
+                if let Some(p) = pending.get_mut(&id) {
+                    if seq > p.last_seq {
+                        p.last_seq = seq;
+                        let _ = p.events.send(super::wire::to_event(ts, name, key, data));
+                    }
+                }
+            }
+            Frame::Result { id, seq, reply } => {
+                let taken = {
+                    let mut pending = lock(&session.pending);
+                    match pending.get_mut(&id) {
+                        Some(p) if seq > p.last_seq => {
+                            p.last_seq = seq;
+                            p.result.take()
+                        }
+                        _ => None,
+                    }
+                };
+                match taken {
+                    Some(r) => {
+                        let _ = r.send(reply);
+                    }
+                    None => tracing::debug!(
+                        minion = %session.name,
+                        %id,
+                        "result for a request no longer waited for (already taken, or given up)"
+                    ),
+                }
+                // Stored (or known to be unwanted): the minion may forget it.
+                let _ = tx.send(Frame::Ack { id });
+            }
+            Frame::Pong { .. } => {}
+            other => tracing::warn!(minion = %session.name, "unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// A minion connected to this master, behind the same interface as the in-process one.
+pub struct RemoteMinion {
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    described: Mutex<HashMap<String, Option<Described>>>,
+}
+
+struct PendingGuard<'a> {
+    session: &'a Session,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.session.pending).remove(&self.id);
+    }
+}
+
+impl RemoteMinion {
+    async fn request(&self, op: Op, sink: &dyn EventSink) -> Result<Value, LinkError> {
+        let id = self.hub.new_id();
+        let label = op.label();
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        let (rtx, mut rrx) = oneshot::channel();
+        lock(&self.session.pending).insert(
+            id.clone(),
+            Pending {
+                events: etx,
+                result: Some(rtx),
+                last_seq: 0,
+            },
+        );
+        let _guard = PendingGuard {
+            session: &self.session,
+            id: id.clone(),
+        };
+        let grace = self.hub.opts.grace;
+        let mut changes = self.session.changes.subscribe();
+        let name = &self.session.name;
+        let unreachable = |what: &str| {
+            LinkError::Unreachable(format!(
+                "minion {name} unreachable: {what} ({label}); check `ingot manage --list-nodes` and the minion agent's log"
+            ))
+        };
+        // Send, waiting up to the grace period for a connection.
+        let deadline = Instant::now() + grace;
+        loop {
+            changes.borrow_and_update();
+            if let Some(tx) = self.session.sender() {
+                if tx
+                    .send(Frame::Request {
+                        id: id.clone(),
+                        op: op.clone(),
+                    })
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero()
+                || tokio::time::timeout(wait, changes.changed()).await.is_err()
+            {
+                return Err(unreachable(&format!(
+                    "not connected within {}s",
+                    grace.as_secs()
+                )));
+            }
+        }
+        // Wait for the result, forwarding events; give up when the minion stays away.
+        let mut away_since: Option<Instant> = None;
+        loop {
+            let give_up = away_since.map(|t| t + grace);
+            tokio::select! {
+                Some(ev) = erx.recv() => sink.emit(ev),
+                r = &mut rrx => {
+                    while let Ok(ev) = erx.try_recv() {
+                        sink.emit(ev);
+                    }
+                    return match r {
+                        Ok(Reply::Ok(v)) => Ok(v),
+                        Ok(Reply::Err(e)) => Err(link_error(e)),
+                        Err(_) => Err(unreachable("the request was dropped")),
+                    };
+                }
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return Err(unreachable("the session ended"));
+                    }
+                    away_since = if self.session.connected() {
+                        None
+                    } else {
+                        away_since.or(Some(Instant::now()))
+                    };
+                }
+                _ = async { tokio::time::sleep_until(give_up.expect("set").into()).await }, if give_up.is_some() => {
+                    return Err(unreachable(&format!(
+                        "disconnected while it ran and did not come back within {}s",
+                        grace.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn link_error(e: WireError) -> LinkError {
+    match e {
+        WireError::Failed {
+            program,
+            code,
+            stderr,
+        } => LinkError::Failed {
+            program,
+            code,
+            stderr,
+        },
+        WireError::BadOutput { program, message } => LinkError::BadOutput { program, message },
+        WireError::Unreachable { message } => LinkError::Unreachable(message),
+    }
+}
+
+impl MinionLink for RemoteMinion {
+    fn name(&self) -> &str {
+        &self.session.name
+    }
+
+    async fn facts(&self, sink: &dyn EventSink) -> Result<Facts, LinkError> {
+        let v = self.request(Op::Facts, sink).await?;
+        let bad = |m: &str| LinkError::BadOutput {
+            program: "facts".into(),
+            message: m.into(),
+        };
+        let document = v.get("document").cloned().ok_or_else(|| bad("no document"))?;
+        let failures = v
+            .get("failures")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| {
+                        Some((
+                            f.get(0)?.as_str()?.to_owned(),
+                            f.get(1)?.as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Facts { document, failures })
+    }
+
+    async fn describe(&self, kind: &str) -> Result<Option<Described>, LinkError> {
+        if let Some(d) = lock(&self.described).get(kind) {
+            return Ok(d.clone());
+        }
+        let v = self
+            .request(
+                Op::Describe { kind: kind.into() },
+                &runner::NullSink,
+            )
+            .await?;
+        let d = (!v.get("doc").is_none_or(Value::is_null)).then(|| Described {
+            identity: v
+                .get("identity")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            batch: v.get("batch").and_then(Value::as_bool).unwrap_or(false),
+            schema: v.get("doc").and_then(|d| d.get("schema")).cloned(),
+        });
+        lock(&self.described).insert(kind.to_owned(), d.clone());
+        Ok(d)
+    }
+
+    async fn call(
+        &self,
+        kind: &str,
+        action: &str,
+        input: &Value,
+        sink: &dyn EventSink,
+    ) -> Result<Value, LinkError> {
+        self.request(
+            Op::Resource {
+                kind: kind.into(),
+                action: action.into(),
+                input: input.clone(),
+            },
+            sink,
+        )
+        .await
+    }
+}

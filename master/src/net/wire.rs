@@ -1,0 +1,298 @@
+//! The master ↔ minion protocol: netstrings of JSON over TLS, with a size cap.
+//!
+//! Minion → master: `hello`, then `event`s and `result`s of requests (numbered per request so
+//! a replay after a reconnect is de-duplicated), `pong`. Master → minion: `welcome` or
+//! `refused`, `request`, `ack` (the result is stored; the minion may forget it), `ping`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The cap on one frame's payload.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// The protocol version in `hello`.
+pub const PROTOCOL: u32 = 1;
+
+/// What a request asks the minion to do (the minion's dispatch, exactly).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Gather the fact document.
+    Facts,
+    /// `resources/KIND describe`.
+    Describe {
+        /// The resource kind.
+        kind: String,
+    },
+    /// `resources/KIND ACTION` with `input`.
+    Resource {
+        /// The resource kind.
+        kind: String,
+        /// inspect, conform, or a custom action.
+        action: String,
+        /// The state(s) on stdin.
+        input: Value,
+    },
+}
+
+impl Op {
+    /// A short label for logs and errors.
+    pub fn label(&self) -> String {
+        match self {
+            Op::Facts => "facts".into(),
+            Op::Describe { kind } => format!("resources/{kind} describe"),
+            Op::Resource { kind, action, .. } => format!("resources/{kind} {action}"),
+        }
+    }
+}
+
+/// Why a request failed on the minion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum WireError {
+    /// The program ran and exited non-zero.
+    Failed {
+        /// What ran.
+        program: String,
+        /// Its exit code.
+        code: i32,
+        /// Its stderr tail.
+        stderr: String,
+    },
+    /// It printed invalid output.
+    BadOutput {
+        /// What ran.
+        program: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// It could not be run at all (or the minion restarted while it ran).
+    Unreachable {
+        /// Why.
+        message: String,
+    },
+}
+
+/// The outcome of a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Its JSON output.
+    Ok(Value),
+    /// Why it failed.
+    Err(WireError),
+}
+
+/// One frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
+    /// Minion → master, first frame.
+    Hello {
+        /// `PROTOCOL`.
+        protocol: u32,
+        /// The agent's version.
+        version: String,
+        /// `/etc/machine-id` (or what `--machine-id` says).
+        machine_id: String,
+        /// When the agent started (Unix seconds).
+        started: i64,
+    },
+    /// Master → minion: accepted under this name.
+    Welcome {
+        /// The name (the certificate's CN).
+        name: String,
+        /// Seconds between pings.
+        heartbeat: u64,
+    },
+    /// Master → minion: refused, with why; the connection closes.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Master → minion: run this.
+    Request {
+        /// Unique id (de-duplication key).
+        id: String,
+        /// What.
+        op: Op,
+    },
+    /// Minion → master: a channel3 event of a running request.
+    Event {
+        /// The request.
+        id: String,
+        /// Position within the request (1, 2, ...).
+        seq: u64,
+        /// Microseconds since the epoch, when the minion received it.
+        ts: i64,
+        /// The channel3 name.
+        name: Option<String>,
+        /// The channel3 key.
+        key: String,
+        /// The channel3 data.
+        data: Box<RawValue>,
+    },
+    /// Minion → master: the request's result (after all its events).
+    Result {
+        /// The request.
+        id: String,
+        /// Position (one past the last event).
+        seq: u64,
+        /// The outcome.
+        reply: Reply,
+    },
+    /// Master → minion: the result of `id` is stored; forget it.
+    Ack {
+        /// The request.
+        id: String,
+    },
+    /// Liveness probe.
+    Ping {
+        /// Echoed back.
+        n: u64,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// The ping's number.
+        n: u64,
+    },
+}
+
+impl Frame {
+    /// The frame as a netstring.
+    pub fn encode(&self) -> Vec<u8> {
+        let payload = serde_json::to_vec(self).expect("frames serialize");
+        channel3::netstring::encode(&payload)
+    }
+
+    /// The frame's JSON payload (no netstring around it).
+    pub fn payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("frames serialize")
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The connection failed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not a netstring.
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+    /// Over the cap.
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte cap")]
+    TooLarge(usize),
+    /// Not a frame of this protocol.
+    #[error("not a protocol frame: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Reads one netstring payload; `Ok(None)` at a clean end of stream. Strict: anything that is
+/// not a netstring within `max` bytes is an error (the connection is then closed).
+pub async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let max_digits = max.to_string().len();
+    let mut len: usize = 0;
+    let mut digits = 0;
+    loop {
+        let b = match r.read_u8().await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && digits == 0 => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match b {
+            b'0'..=b'9' => {
+                if digits == 1 && len == 0 {
+                    return Err(FrameError::Malformed("leading zero in length"));
+                }
+                digits += 1;
+                if digits > max_digits {
+                    return Err(FrameError::Malformed("length prefix too long"));
+                }
+                len = len * 10 + (b - b'0') as usize;
+            }
+            b':' if digits > 0 => break,
+            _ => return Err(FrameError::Malformed("expected a length prefix")),
+        }
+    }
+    if len > max {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).await?;
+    if r.read_u8().await? != b',' {
+        return Err(FrameError::Malformed("missing trailing ','"));
+    }
+    Ok(Some(buf))
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    match read_payload(r, MAX_FRAME).await? {
+        None => Ok(None),
+        Some(p) => Ok(Some(serde_json::from_slice(&p)?)),
+    }
+}
+
+/// Writes one frame and flushes.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> std::io::Result<()> {
+    w.write_all(&f.encode()).await?;
+    w.flush().await
+}
+
+/// Converts a wire event back into a channel3 event.
+pub fn to_event(ts: i64, name: Option<String>, key: String, data: Box<RawValue>) -> channel3::Event {
+    channel3::Event {
+        ts: channel3::Timestamp(ts),
+        message: channel3::Message {
+            name,
+            key,
+            data,
+            raw: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_junk_is_refused() {
+        let f = Frame::Event {
+            id: "a-1".into(),
+            seq: 3,
+            ts: 17,
+            name: Some("file".into()),
+            key: "stdout".into(),
+            data: serde_json::value::to_raw_value(&serde_json::json!({"line": "hi\n"})).unwrap(),
+        };
+        let bytes = f.encode();
+        let mut r = &bytes[..];
+        match read_frame(&mut r).await.unwrap().unwrap() {
+            Frame::Event { seq, data, .. } => {
+                assert_eq!(seq, 3);
+                assert_eq!(data.get(), r#"{"line":"hi\n"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+        for junk in [&b"GET / HTTP/1.1\r\n"[..], b"05:hello,", b"99999999999:", b"3:abc;", b"2:{}"] {
+            let mut r = junk;
+            assert!(read_frame(&mut r).await.is_err(), "{junk:?}");
+        }
+        let mut big = format!("{}:", MAX_FRAME + 1).into_bytes();
+        big.extend_from_slice(b"xx");
+        assert!(matches!(
+            read_payload(&mut &big[..], MAX_FRAME).await,
+            Err(FrameError::TooLarge(_))
+        ));
+    }
+}
