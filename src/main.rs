@@ -38,6 +38,29 @@ enum Command {
     Resource(minion::cli::ResourceArgs),
     /// Converge a minion: facts → prescribe → inspect → choreograph → perform, until done.
     Apply(master::cli::ApplyArgs),
+    /// Directord: run one verb string on the local minion (`--verb RUN 'echo hi'`).
+    Exec(minion::directord::cli::ExecArgs),
+    /// Directord: run orchestration files (YAML) on the local minion.
+    Orchestrate(minion::directord::cli::OrchestrateArgs),
+    /// The master's private CA: init, issue, list, revoke minion certificates.
+    Certs(master::net::cli::CertsArgs),
+    /// The master server (`serve`), runs through it (`run --targets GLOB...`), its nodes.
+    Master(master::net::cli::MasterArgs),
+    /// The minion agent (`serve`): connects out to the master and runs its requests.
+    Minion(master::net::cli::MinionArgs),
+    /// Ask the running master: `--list-nodes`.
+    Manage(master::net::cli::ManageArgs),
+    /// Benchmark workloads on real processes and files.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Apply N files that all need creating, then N files already correct (W3).
+    Apply(master::bench::BenchApplyArgs),
 }
 
 #[derive(Subcommand)]
@@ -142,6 +165,15 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
             Ok(0)
         }
         Command::Apply(a) => master::cli::apply(&rt, &a).map_err(anyhow::Error::msg),
+        Command::Exec(a) => Ok(minion::directord::cli::exec(&rt, &a)),
+        Command::Orchestrate(a) => Ok(minion::directord::cli::orchestrate(&rt, &a)),
+        Command::Certs(a) => master::net::cli::certs(&a).map_err(anyhow::Error::msg),
+        Command::Master(a) => master::net::cli::master(&rt, &a).map_err(anyhow::Error::msg),
+        Command::Minion(a) => master::net::cli::minion(&rt, &a).map_err(anyhow::Error::msg),
+        Command::Manage(a) => master::net::cli::manage(&rt, &a).map_err(anyhow::Error::msg),
+        Command::Bench {
+            what: BenchWhat::Apply(a),
+        } => master::bench::bench_apply(&rt, &a).map_err(anyhow::Error::msg),
         Command::Facts(a) => Ok(minion::cli::facts(&rt, &a, upstream_fd3)),
         Command::Resource(a) => Ok(minion::cli::resource(&rt, &a, upstream_fd3)),
         Command::History(a) => Ok(historian::cli::main(a)?),

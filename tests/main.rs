@@ -3,5 +3,9 @@
 mod util;
 
 mod apply;
+mod directord_local;
 mod minion_core;
+mod net_loopback;
+mod net_netns;
+mod net_support;
 mod run_command;

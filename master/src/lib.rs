@@ -11,11 +11,13 @@
 
 pub mod actors;
 pub mod apply;
+pub mod bench;
 pub mod choreograph;
 pub mod cli;
 pub mod documents;
 pub mod link;
 pub mod local;
+pub mod net;
 pub mod record;
 pub mod report;
 pub mod routine;

@@ -287,55 +287,36 @@ async fn routine<L: MinionLink>(
                 names.join(", ")
             ));
         }
+        let ctx = Perform {
+            minion: &minion,
+            round,
+            prescription: &prescription,
+            observations: &observations,
+            described: &described,
+        };
         let mut stop = false;
-        for step in &steps {
-            let before = observation_for(step, &prescription, &observations, &described);
+        for group in batches(&steps, &described, opts.fail_fast) {
             if stop {
-                let r = step_report(
-                    round,
-                    step,
-                    &described,
-                    before,
-                    None,
-                    StepOutcome::Skipped,
-                    Duration::ZERO,
-                    None,
-                );
-                push_step(report, observer, r);
+                for step in group {
+                    let before = ctx.before(step);
+                    let r = step_report(
+                        round,
+                        step,
+                        &described,
+                        before,
+                        None,
+                        StepOutcome::Skipped,
+                        Duration::ZERO,
+                        None,
+                    );
+                    push_step(report, observer, r);
+                }
                 continue;
             }
-            let watch = observer.begin(&minion, step);
-            let started = Instant::now();
-            let result = link
-                .call(&step.kind, &step.action, &step.state, watch.sink())
-                .await;
-            let (outcome, after, error) = match result {
-                Ok(after) => (StepOutcome::Changed, Some(after), None),
-                Err(e) => (StepOutcome::Failed, None, Some(e.to_string())),
-            };
-            let r = step_report(
-                round,
-                step,
-                &described,
-                before,
-                after,
-                outcome,
-                started.elapsed(),
-                error,
-            );
-            observer.progress(
-                &minion,
-                &step.action,
-                &r.resource,
-                if outcome == StepOutcome::Failed {
-                    "failed"
-                } else {
-                    "changed"
-                },
-            );
-            watch.finish(&r);
-            report.steps.push(r);
-            stop = outcome == StepOutcome::Failed && opts.fail_fast;
+            for r in ctx.perform(link, observer, group).await {
+                stop |= r.outcome == StepOutcome::Failed && opts.fail_fast;
+                report.steps.push(r);
+            }
         }
         if report
             .steps
@@ -346,6 +327,122 @@ async fn routine<L: MinionLink>(
         }
     }
     Ok(())
+}
+
+/// Splits steps into groups performed by one process each: consecutive `conform` steps of one
+/// kind whose resource takes batches go together (order is kept); everything else alone. With
+/// `--fail-fast` every step is alone, so the first failure stops the rest.
+fn batches<'s>(
+    steps: &'s [Step],
+    described: &BTreeMap<String, Described>,
+    fail_fast: bool,
+) -> Vec<&'s [Step]> {
+    let batchable = |s: &Step| {
+        !fail_fast && s.action == "conform" && described.get(&s.kind).is_some_and(|d| d.batch)
+    };
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 1..=steps.len() {
+        let joins = i < steps.len()
+            && batchable(&steps[i])
+            && batchable(&steps[start])
+            && steps[i].kind == steps[start].kind;
+        if !joins {
+            groups.push(&steps[start..i]);
+            start = i;
+        }
+    }
+    groups
+}
+
+/// What performing a round's steps needs to know.
+struct Perform<'a> {
+    minion: &'a str,
+    round: u32,
+    prescription: &'a [Value],
+    observations: &'a [Value],
+    described: &'a BTreeMap<String, Described>,
+}
+
+impl Perform<'_> {
+    fn before(&self, step: &Step) -> Option<Value> {
+        observation_for(step, self.prescription, self.observations, self.described)
+    }
+
+    /// Performs a group of steps in one call (a batch when there is more than one) and reports
+    /// each. The process's events go to the first step's record.
+    async fn perform<L: MinionLink>(
+        &self,
+        link: &L,
+        observer: &dyn Observer,
+        group: &[Step],
+    ) -> Vec<StepReport> {
+        let watches: Vec<_> = group
+            .iter()
+            .map(|s| observer.begin(self.minion, s))
+            .collect();
+        let started = Instant::now();
+        let first = &group[0];
+        let results: Vec<Result<Value, String>> = if group.len() == 1 {
+            vec![link
+                .call(&first.kind, &first.action, &first.state, watches[0].sink())
+                .await
+                .map_err(|e| e.to_string())]
+        } else {
+            let input = Value::Array(group.iter().map(|s| s.state.clone()).collect());
+            match link
+                .call(&first.kind, "conform", &input, watches[0].sink())
+                .await
+            {
+                Ok(Value::Array(items)) if items.len() == group.len() => items
+                    .into_iter()
+                    .map(|v| match element_result(v) {
+                        Ok(v) => Ok(v),
+                        Err(LinkError::BadOutput { message, .. }) => {
+                            Err(format!("resources/{} conform: {message}", first.kind))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    })
+                    .collect(),
+                Ok(other) => {
+                    let msg = format!("resources/{} conform: a batch of {} states must give as many results, got {}", first.kind, group.len(), short(&other));
+                    group.iter().map(|_| Err(msg.clone())).collect()
+                }
+                Err(e) => group.iter().map(|_| Err(e.to_string())).collect(),
+            }
+        };
+        // A batch's time is shared evenly: the steps ran in one process.
+        let each = started.elapsed() / group.len() as u32;
+        group
+            .iter()
+            .zip(results)
+            .zip(watches)
+            .map(|((step, result), watch)| {
+                let (outcome, after, error) = match result {
+                    Ok(after) => (StepOutcome::Changed, Some(after), None),
+                    Err(e) => (StepOutcome::Failed, None, Some(e)),
+                };
+                let r = step_report(
+                    self.round,
+                    step,
+                    self.described,
+                    self.before(step),
+                    after,
+                    outcome,
+                    each,
+                    error,
+                );
+                let word = if outcome == StepOutcome::Failed {
+                    "failed"
+                } else {
+                    "changed"
+                };
+                observer.progress(self.minion, &step.action, &r.resource, word);
+                watch.finish(&r);
+                r
+            })
+            .collect()
+    }
 }
 
 fn push_step(report: &mut MinionReport, observer: &dyn Observer, step: StepReport) {
@@ -629,4 +726,52 @@ fn split_failures(
         })
         .collect();
     (observations, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn step(kind: &str, action: &str) -> Step {
+        Step {
+            kind: kind.into(),
+            action: action.into(),
+            state: json!({}),
+        }
+    }
+
+    #[test]
+    fn consecutive_conforms_of_a_batch_kind_go_together_in_order() {
+        let described = BTreeMap::from([
+            (
+                "file".to_string(),
+                Described {
+                    batch: true,
+                    ..Default::default()
+                },
+            ),
+            ("line".to_string(), Described::default()),
+        ]);
+        let steps = [
+            step("file", "conform"),
+            step("file", "conform"),
+            step("line", "conform"),
+            step("line", "conform"),
+            step("file", "conform"),
+            step("file", "touch"),
+            step("file", "conform"),
+        ];
+        let sizes: Vec<usize> = batches(&steps, &described, false)
+            .iter()
+            .map(|g| g.len())
+            .collect();
+        assert_eq!(sizes, [2, 1, 1, 1, 1, 1]);
+        let sizes: Vec<usize> = batches(&steps, &described, true)
+            .iter()
+            .map(|g| g.len())
+            .collect();
+        assert_eq!(sizes, [1; 7]);
+        assert!(batches(&[], &described, false).is_empty());
+    }
 }

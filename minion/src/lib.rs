@@ -20,6 +20,7 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod directord;
 pub mod dispatch;
 pub mod layout;
 

@@ -159,7 +159,10 @@ impl Agent {
     fn close_interrupted(&self) {
         for (id, path) in self.spooled() {
             let lines = read_lines(&path);
-            if lines.iter().any(|l| l.contains("\"result\"") && is_result(l)) {
+            if lines
+                .iter()
+                .any(|l| l.contains("\"result\"") && is_result(l))
+            {
                 continue;
             }
             let seq = lines.len() as u64 + 1;
@@ -167,7 +170,9 @@ impl Agent {
                 id: id.clone(),
                 seq,
                 reply: Reply::Err(WireError::Unreachable {
-                    message: "interrupted: the minion agent stopped while this ran; it was not run again".into(),
+                    message:
+                        "interrupted: the minion agent stopped while this ran; it was not run again"
+                            .into(),
                 }),
             };
             if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&path) {
@@ -212,7 +217,10 @@ impl Agent {
     }
 
     /// One connection: `Ok` when it was welcomed (and later ended), `Err` when it never was.
-    async fn session(self: Arc<Self>, connector: &tokio_rustls::TlsConnector) -> Result<(), String> {
+    async fn session(
+        self: Arc<Self>,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> Result<(), String> {
         let tcp = tokio::time::timeout(
             Duration::from_secs(10),
             tokio::net::TcpStream::connect(&self.opts.master),
@@ -221,8 +229,8 @@ impl Agent {
         .map_err(|_| "connecting timed out".to_string())?
         .map_err(|e| format!("connecting: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let server = rustls::pki_types::ServerName::try_from(MASTER_SERVER_NAME)
-            .expect("a valid DNS name");
+        let server =
+            rustls::pki_types::ServerName::try_from(MASTER_SERVER_NAME).expect("a valid DNS name");
         let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(server, tcp))
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
@@ -261,8 +269,7 @@ impl Agent {
                         Err(_) => break,
                     }
                 }
-                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err()
-                {
+                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
                     break;
                 }
             }
@@ -272,7 +279,9 @@ impl Agent {
         let mut reader = BufReader::new(read_half);
         let end = loop {
             match tokio::time::timeout(heartbeat * 3, read_frame(&mut reader)).await {
-                Err(_) => break format!("no word from the master for {}s", (heartbeat * 3).as_secs()),
+                Err(_) => {
+                    break format!("no word from the master for {}s", (heartbeat * 3).as_secs())
+                }
                 Ok(Err(e)) => break e.to_string(),
                 Ok(Ok(None)) => break "closed by the master".into(),
                 Ok(Ok(Some(f))) => match f {

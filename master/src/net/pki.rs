@@ -47,7 +47,9 @@ pub enum PkiError {
     #[error("generating a certificate: {0}")]
     Gen(#[from] rcgen::Error),
     /// A name that cannot be a certificate name.
-    #[error("{0:?} is not a valid minion name: use letters, digits, '.', '-' and '_' (at most 64)")]
+    #[error(
+        "{0:?} is not a valid minion name: use letters, digits, '.', '-' and '_' (at most 64)"
+    )]
     BadName(String),
     /// The registry is unreadable.
     #[error("{path} is not a valid registry: {message}; restore it from a backup")]
@@ -234,7 +236,10 @@ impl Pki {
         std::fs::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_at(&self.dir))?;
-        let cn = format!("ingot CA {}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let cn = format!(
+            "ingot CA {}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let ca_key = KeyPair::generate()?;
         let ca_params = ca_params(&cn);
         let mut params = ca_params.clone();
@@ -287,12 +292,11 @@ impl Pki {
         }
         let key = KeyPair::from_pem(&read_string(&key_path)?)?;
         let meta_path = self.path("ca.json");
-        let meta: CaMeta = serde_json::from_str(&read_string(&meta_path)?).map_err(|e| {
-            PkiError::Registry {
+        let meta: CaMeta =
+            serde_json::from_str(&read_string(&meta_path)?).map_err(|e| PkiError::Registry {
                 path: meta_path.clone(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Issuer::new(ca_params(&meta.cn), key))
     }
 
@@ -423,9 +427,7 @@ mod tests {
         let pki = Pki::new(d.path());
         pki.init(&["127.0.0.1".into()]).unwrap();
         assert!(matches!(pki.init(&[]), Err(PkiError::Exists(_))));
-        let mode = |p: &str| {
-            std::fs::metadata(pki.path(p)).unwrap().permissions().mode() & 0o777
-        };
+        let mode = |p: &str| std::fs::metadata(pki.path(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("ca.key"), 0o600);
         assert_eq!(mode("master.key"), 0o600);
         let c = pki.issue("web1", 30.0).unwrap();
@@ -439,7 +441,11 @@ mod tests {
         let out = d.path().join("m/certs");
         install_minion_cert(&out, &c).unwrap();
         assert_eq!(
-            std::fs::metadata(out.join("minion.key")).unwrap().permissions().mode() & 0o777,
+            std::fs::metadata(out.join("minion.key"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o600
         );
     }

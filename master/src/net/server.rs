@@ -64,7 +64,6 @@ struct Info {
     started: i64,
     connected_since: i64,
     last_seen: i64,
-    fingerprint: String,
 }
 
 /// One minion as the master knows it, across connections.
@@ -125,6 +124,8 @@ pub struct NodeInfo {
     pub address: String,
     /// Unix seconds of the last frame from it.
     pub last_seen: Option<i64>,
+    /// Unix seconds when its current (or last) connection was made.
+    pub connected_since: Option<i64>,
 }
 
 /// Every session of the master.
@@ -151,7 +152,11 @@ impl Hub {
     }
 
     fn new_id(&self) -> String {
-        format!("{}-{}", self.boot, self.next_id.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.boot,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn session(&self, name: &str) -> Arc<Session> {
@@ -200,6 +205,7 @@ impl Hub {
                     machine_id: info.machine_id.clone(),
                     address: info.address.clone(),
                     last_seen: Some(info.last_seen),
+                    connected_since: Some(info.connected_since),
                 },
             );
         }
@@ -217,6 +223,7 @@ impl Hub {
                 machine_id: String::new(),
                 address: String::new(),
                 last_seen: None,
+                connected_since: None,
             });
         }
         out.into_values().collect()
@@ -294,43 +301,59 @@ impl Hub {
         };
         if protocol != PROTOCOL {
             let reason = format!("protocol {protocol} is not supported (the master speaks {PROTOCOL}); upgrade ingot on the minion");
-            let _ = write_frame(&mut tls, &Frame::Refused { reason: reason.clone() }).await;
+            let _ = write_frame(
+                &mut tls,
+                &Frame::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
             return Err(reason);
         }
         let session = self.session(&name);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let cut = Arc::new(tokio::sync::Notify::new());
         let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-        {
+        let refused = {
             let mut conn = lock(&session.conn);
-            if let Some(old) = conn.as_ref() {
-                let held_by = lock(&session.info).machine_id.clone();
-                if held_by != machine_id {
-                    drop(conn);
-                    let reason = format!(
-                        "the name {name} is held by machine {held_by}; this connection from machine {machine_id} is refused"
-                    );
-                    let _ = write_frame(&mut tls, &Frame::Refused { reason: reason.clone() }).await;
-                    return Err(reason);
+            let held_by = lock(&session.info).machine_id.clone();
+            match conn.as_ref() {
+                Some(_) if held_by != machine_id => Some(format!(
+                    "the name {name} is held by machine {held_by}; this connection from machine {machine_id} is refused"
+                )),
+                old => {
+                    // The same machine again: its old connection is stale.
+                    if let Some(old) = old {
+                        old.cut.notify_one();
+                    }
+                    *conn = Some(Conn {
+                        tx: tx.clone(),
+                        generation,
+                        cut: cut.clone(),
+                    });
+                    let now = now_secs();
+                    *lock(&session.info) = Info {
+                        machine_id: machine_id.clone(),
+                        address: addr.to_string(),
+                        version,
+                        started,
+                        connected_since: now,
+                        last_seen: now,
+                    };
+                    None
                 }
-                // The same machine again: its old connection is stale.
-                old.cut.notify_one();
             }
-            *conn = Some(Conn {
-                tx: tx.clone(),
-                generation,
-                cut: cut.clone(),
-            });
-            let now = now_secs();
-            *lock(&session.info) = Info {
-                machine_id,
-                address: addr.to_string(),
-                version,
-                started,
-                connected_since: now,
-                last_seen: now,
-                fingerprint: fp.clone(),
-            };
+        };
+        if let Some(reason) = refused {
+            tracing::warn!(%addr, "{reason}");
+            let _ = write_frame(
+                &mut tls,
+                &Frame::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            return Err(reason);
         }
         session.bump();
         tracing::info!(%name, %addr, "minion connected");
@@ -350,8 +373,7 @@ impl Hub {
                         Err(_) => break,
                     }
                 }
-                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err()
-                {
+                if write_half.write_all(&buf).await.is_err() || write_half.flush().await.is_err() {
                     break;
                 }
             }
@@ -518,9 +540,7 @@ impl RemoteMinion {
                 }
             }
             let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero()
-                || tokio::time::timeout(wait, changes.changed()).await.is_err()
-            {
+            if wait.is_zero() || tokio::time::timeout(wait, changes.changed()).await.is_err() {
                 return Err(unreachable(&format!(
                     "not connected within {}s",
                     grace.as_secs()
@@ -591,7 +611,10 @@ impl MinionLink for RemoteMinion {
             program: "facts".into(),
             message: m.into(),
         };
-        let document = v.get("document").cloned().ok_or_else(|| bad("no document"))?;
+        let document = v
+            .get("document")
+            .cloned()
+            .ok_or_else(|| bad("no document"))?;
         let failures = v
             .get("failures")
             .and_then(Value::as_array)
@@ -614,16 +637,17 @@ impl MinionLink for RemoteMinion {
             return Ok(d.clone());
         }
         let v = self
-            .request(
-                Op::Describe { kind: kind.into() },
-                &runner::NullSink,
-            )
+            .request(Op::Describe { kind: kind.into() }, &runner::NullSink)
             .await?;
         let d = (!v.get("doc").is_none_or(Value::is_null)).then(|| Described {
             identity: v
                 .get("identity")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
             batch: v.get("batch").and_then(Value::as_bool).unwrap_or(false),
             schema: v.get("doc").and_then(|d| d.get("schema")).cloned(),

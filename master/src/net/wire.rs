@@ -248,7 +248,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> std::io
 }
 
 /// Converts a wire event back into a channel3 event.
-pub fn to_event(ts: i64, name: Option<String>, key: String, data: Box<RawValue>) -> channel3::Event {
+pub fn to_event(
+    ts: i64,
+    name: Option<String>,
+    key: String,
+    data: Box<RawValue>,
+) -> channel3::Event {
     channel3::Event {
         ts: channel3::Timestamp(ts),
         message: channel3::Message {
@@ -284,7 +289,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(read_frame(&mut r).await.unwrap().is_none());
-        for junk in [&b"GET / HTTP/1.1\r\n"[..], b"05:hello,", b"99999999999:", b"3:abc;", b"2:{}"] {
+        for junk in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"05:hello,",
+            b"99999999999:",
+            b"3:abc;",
+            b"2:{}",
+        ] {
             let mut r = junk;
             assert!(read_frame(&mut r).await.is_err(), "{junk:?}");
         }

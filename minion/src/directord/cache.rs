@@ -158,8 +158,11 @@ impl Cache {
 
     fn write_raw(&self, b: Bucket, map: &Map<String, Value>) -> Result<(), CacheError> {
         let path = self.dir.join(b.file());
-        write_atomic(&path, serde_json::to_vec(map).unwrap_or_default().as_slice())
-            .map_err(self.io(&path))
+        write_atomic(
+            &path,
+            serde_json::to_vec(map).unwrap_or_default().as_slice(),
+        )
+        .map_err(self.io(&path))
     }
 
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, CacheError>) -> Result<T, CacheError> {
@@ -170,11 +173,12 @@ impl Cache {
             .write(true)
             .open(&lock_path)
             .map_err(self.io(&lock_path))?;
-        let guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| CacheError::Io {
+        let guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, e)| CacheError::Io {
                 path: lock_path.clone(),
                 source: std::io::Error::from(e),
-            })?;
+            },
+        )?;
         let r = f();
         drop(guard);
         r
@@ -213,7 +217,12 @@ impl Cache {
     }
 
     /// Deep-merges `values` into a bucket (see [`merge`]).
-    pub fn merge_into(&self, b: Bucket, values: Map<String, Value>, extend: bool) -> Result<(), CacheError> {
+    pub fn merge_into(
+        &self,
+        b: Bucket,
+        values: Map<String, Value>,
+        extend: bool,
+    ) -> Result<(), CacheError> {
         self.update(b, |live| {
             for (k, v) in values {
                 match live.get_mut(&k) {
@@ -340,7 +349,8 @@ mod tests {
         c.evict("all").unwrap();
         assert!(c.get(Bucket::Args).unwrap().is_empty());
         // TTL 0: everything written earlier than this second is gone.
-        c.merge_into(Bucket::Envs, m(json!({"E": "1"})), false).unwrap();
+        c.merge_into(Bucket::Envs, m(json!({"E": "1"})), false)
+            .unwrap();
         let old = Cache::open(d.path()).unwrap().with_ttl(Duration::ZERO);
         std::thread::sleep(Duration::from_millis(1100));
         assert!(old.get(Bucket::Envs).unwrap().is_empty());

@@ -18,6 +18,9 @@ pub struct Job {
     pub job_id: String,
     /// The verb, upper case (`RUN`).
     pub verb: String,
+    /// The verb string as written (for display; not part of the fingerprint).
+    #[serde(default)]
+    pub text: String,
     /// The resource executable that performs it (`run`, `service_verb`).
     pub kind: String,
     /// Every option and positional (plus `timeout`, `run_once`, `skip_cache`, `stdout_arg`,
@@ -78,8 +81,11 @@ impl Job {
         }
     }
 
-    /// The text shown for the job: verb and its payload.
+    /// The text shown for the job: verb and its string.
     pub fn summary(&self) -> String {
+        if !self.text.is_empty() {
+            return format!("{} {}", self.verb, self.text);
+        }
         let payload: Vec<String> = self
             .fields
             .iter()
@@ -147,22 +153,22 @@ pub enum BuildError {
     #[error(transparent)]
     Verb(#[from] VerbError),
     /// An ADD/COPY source matched no file.
-    #[error("{verb}: the value of [ {source} ] was not found relative to {cwd} (ADD/COPY sources are read on this host, relative to the working directory; only regular files count)")]
+    #[error("{verb}: the value of [ {pattern} ] was not found relative to {cwd} (ADD/COPY sources are read on this host, relative to the working directory; only regular files count)")]
     NoSource {
         /// The verb.
         verb: String,
         /// The source pattern.
-        source: String,
+        pattern: String,
         /// The working directory.
         cwd: PathBuf,
     },
     /// An ADD/COPY source glob is invalid or unreadable.
-    #[error("{verb}: cannot read source {source}: {reason}")]
+    #[error("{verb}: cannot read source {path}: {reason}")]
     Source {
         /// The verb.
         verb: String,
         /// The path or pattern.
-        source: String,
+        path: String,
         /// Why.
         reason: String,
     },
@@ -214,6 +220,7 @@ pub fn build(
             parent_id: origin.parent_id.clone().unwrap_or_else(|| job_id.clone()),
             job_id,
             verb: verb.clone(),
+            text: text.trim().to_owned(),
             kind: kind.into(),
             fields,
             cacheable: spec.cacheable,
@@ -242,7 +249,7 @@ pub fn build(
     for file in files {
         let sha = file_sha3(&file).map_err(|e| BuildError::Source {
             verb: verb.clone(),
-            source: file.display().to_string(),
+            path: file.display().to_string(),
             reason: e.to_string(),
         })?;
         let file_to = if to.ends_with('/') {
@@ -254,7 +261,10 @@ pub fn build(
             to.clone()
         };
         let mut f = fields.clone();
-        f.insert("file_from".into(), Value::String(file.display().to_string()));
+        f.insert(
+            "file_from".into(),
+            Value::String(file.display().to_string()),
+        );
         f.insert("file_sha3_224".into(), Value::String(sha));
         f.insert("file_to".into(), Value::String(file_to));
         jobs.push(mk(f));
@@ -266,7 +276,7 @@ pub fn build(
 pub fn expand(verb: &str, pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, BuildError> {
     let not_found = || BuildError::NoSource {
         verb: verb.into(),
-        source: pattern.into(),
+        pattern: pattern.into(),
         cwd: cwd.to_owned(),
     };
     let abs = if Path::new(pattern).is_absolute() {
@@ -283,16 +293,16 @@ pub fn expand(verb: &str, pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, Bui
     // Walk from the longest literal prefix directory.
     let text = abs.to_string_lossy().into_owned();
     let cut = text.find(['*', '?', '[', '{']).unwrap_or(text.len());
-    let base = Path::new(&text[..cut])
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let base = match text[..cut].rfind('/') {
+        Some(i) => PathBuf::from(&text[..=i]),
+        None => PathBuf::from("/"),
+    };
     let glob = globset::GlobBuilder::new(&text)
         .literal_separator(true)
         .build()
         .map_err(|e| BuildError::Source {
             verb: verb.into(),
-            source: pattern.into(),
+            path: pattern.into(),
             reason: e.to_string(),
         })?
         .compile_matcher();
@@ -309,4 +319,79 @@ pub fn expand(verb: &str, pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, Bui
         return Err(not_found());
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directord::verb::{OptSpec, OptType};
+
+    fn add_spec() -> VerbSpec {
+        let mut s = VerbSpec::new(
+            "transfer",
+            vec![
+                OptSpec::pos("from", OptType::Str, None, "source"),
+                OptSpec::pos("to", OptType::Str, None, "dest"),
+            ],
+        );
+        s.transfer = true;
+        s
+    }
+
+    fn build_one(spec: &VerbSpec, verb: &str, text: &str, cwd: &Path) -> Vec<Job> {
+        build(spec, verb, verb, text, &Map::new(), &Origin::default(), cwd)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn add_fingerprint_follows_source_content() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.txt"), "one").unwrap();
+        let spec = add_spec();
+        let first = build_one(&spec, "ADD", "a.txt /tmp/x/", d.path());
+        let again = build_one(&spec, "ADD", "a.txt /tmp/x/", d.path());
+        assert_eq!(first[0].sha3_224, again[0].sha3_224);
+        assert_eq!(first[0].str("file_to"), Some("/tmp/x/a.txt"));
+        std::fs::write(d.path().join("a.txt"), "two").unwrap();
+        let changed = build_one(&spec, "ADD", "a.txt /tmp/x/", d.path());
+        assert_ne!(first[0].sha3_224, changed[0].sha3_224);
+    }
+
+    #[test]
+    fn globs_give_one_job_per_file_and_missing_sources_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.conf"), "a").unwrap();
+        std::fs::write(d.path().join("b.conf"), "b").unwrap();
+        std::fs::write(d.path().join("c.txt"), "c").unwrap();
+        let jobs = build_one(&add_spec(), "COPY", "*.conf /etc/", d.path());
+        assert_eq!(jobs.len(), 2);
+        assert_ne!(jobs[0].sha3_224, jobs[1].sha3_224);
+        let e = build(
+            &add_spec(),
+            "ADD",
+            "add",
+            "nope.txt /x",
+            &Map::new(),
+            &Origin::default(),
+            d.path(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("[ nope.txt ] was not found"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_ignores_skip_cache_but_not_timeout() {
+        let spec = VerbSpec::new(
+            "run",
+            vec![OptSpec::pos("command", OptType::Str, Some("rest"), "cmd")],
+        );
+        let d = Path::new("/");
+        let a = build_one(&spec, "RUN", "echo hi", d);
+        let b = build_one(&spec, "RUN", "--skip-cache echo hi", d);
+        let c = build_one(&spec, "RUN", "--timeout 5 echo hi", d);
+        assert_eq!(a[0].sha3_224, b[0].sha3_224);
+        assert_ne!(a[0].sha3_224, c[0].sha3_224);
+        assert_eq!(a[0].sha3_224.len(), 56);
+    }
 }

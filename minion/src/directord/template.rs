@@ -19,16 +19,26 @@ pub struct TemplateError {
 fn env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
     env.set_unknown_method_callback(pycompat);
     env
 }
 
-fn pycompat(state: &State, value: &JValue, method: &str, args: &[JValue]) -> Result<JValue, Error> {
+fn pycompat(
+    state: &mut State,
+    value: &JValue,
+    method: &str,
+    args: &[JValue],
+) -> Result<JValue, Error> {
     match (value.kind(), method) {
         (ValueKind::Map, "items") => {
             let _: () = from_args(args)?;
-            state.apply_filter("items", &[value.clone()])
+            state.apply_filter("items", std::slice::from_ref(value))
         }
         (ValueKind::Map, "keys") => {
             let _: () = from_args(args)?;
@@ -85,12 +95,16 @@ fn pycompat(state: &State, value: &JValue, method: &str, args: &[JValue]) -> Res
 }
 
 /// Renders `template` with `args` as the context.
-pub fn render(what: &str, template: &str, args: &Map<String, Value>) -> Result<String, TemplateError> {
+pub fn render(
+    what: &str,
+    template: &str,
+    args: &Map<String, Value>,
+) -> Result<String, TemplateError> {
     if !template.contains("{{") && !template.contains("{%") && !template.contains("{#") {
         return Ok(template.to_owned());
     }
     env()
-        .render_str(template, JValue::from_serialize(args))
+        .render_str(template, JValue::from(minijinja::value::Serde(args)))
         .map_err(|e| TemplateError {
             what: what.into(),
             message: e.to_string(),
@@ -98,7 +112,11 @@ pub fn render(what: &str, template: &str, args: &Map<String, Value>) -> Result<S
 }
 
 /// Renders every string inside `value` (ARG/ENV values may reference other args).
-pub fn render_value(what: &str, value: &Value, args: &Map<String, Value>) -> Result<Value, TemplateError> {
+pub fn render_value(
+    what: &str,
+    value: &Value,
+    args: &Map<String, Value>,
+) -> Result<Value, TemplateError> {
     Ok(match value {
         Value::String(s) => Value::String(render(what, s, args)?),
         Value::Array(a) => Value::Array(

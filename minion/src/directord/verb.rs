@@ -421,7 +421,11 @@ impl VerbSpec {
         for g in &self.groups {
             s.push_str(&format!(
                 "\n{} {} of: {}\n",
-                if g.required { "exactly one" } else { "at most one" },
+                if g.required {
+                    "exactly one"
+                } else {
+                    "at most one"
+                },
                 g.name,
                 g.options
                     .iter()
@@ -442,7 +446,11 @@ impl VerbSpec {
 /// The options every verb has (Directord's `ComponentBase.args()`).
 pub fn common_options() -> Vec<OptSpec> {
     vec![
-        OptSpec::flag("exec_help", "--exec-help", "Show this execution help message."),
+        OptSpec::flag(
+            "exec_help",
+            "--exec-help",
+            "Show this execution help message.",
+        ),
         OptSpec::flag(
             "skip_cache",
             "--skip-cache",
@@ -617,10 +625,7 @@ pub fn parse(
             Some((f, val)) if f.starts_with("--") => (f.to_owned(), Some(val.to_owned())),
             _ => (w.text.clone(), None),
         };
-        let Some(opt) = all
-            .iter()
-            .find(|o| o.flags.iter().any(|f| *f == flag))
-        else {
+        let Some(opt) = all.iter().find(|o| o.flags.contains(&flag)) else {
             return Err(VerbError::UnknownOption {
                 verb: v.into(),
                 option: flag,
@@ -643,9 +648,7 @@ pub fn parse(
         };
         if opt.ty == OptType::Flag {
             if inline.is_some() {
-                return Err(bad(
-                    "is a switch and takes no value; write it alone".into(),
-                ));
+                return Err(bad("is a switch and takes no value; write it alone".into()));
             }
             given.insert(opt.name.clone(), Value::Bool(true));
             continue;
@@ -752,9 +755,9 @@ pub fn parse(
                 return Err(VerbError::BadSpec {
                     verb: v.into(),
                     reason: format!(
-                        "nargs {other:?} of {} is not one of \"?\", \"*\", \"+\", \"rest\" or a number",
-                        p.name
-                    ),
+                    "nargs {other:?} of {} is not one of \"?\", \"*\", \"+\", \"rest\" or a number",
+                    p.name
+                ),
                 })
             }
             (None, _) => {
@@ -1116,9 +1119,8 @@ mod tests {
 
     #[test]
     fn double_dash_ends_options() {
-        let f = fields(
-            parse(&run_spec(), "RUN", "--skip-cache -- --version", &Map::new()).unwrap(),
-        );
+        let f =
+            fields(parse(&run_spec(), "RUN", "--skip-cache -- --version", &Map::new()).unwrap());
         assert_eq!(f["command"], json!("--version"));
         assert_eq!(f["skip_cache"], json!(true));
     }
@@ -1138,9 +1140,15 @@ mod tests {
     fn clear_errors() {
         let e = parse(&run_spec(), "RUN", "--bogus x", &Map::new()).unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("unknown option --bogus") && m.contains("--retry"), "{m}");
+        assert!(
+            m.contains("unknown option --bogus") && m.contains("--retry"),
+            "{m}"
+        );
         let e = parse(&run_spec(), "RUN", "--timeout abc ls", &Map::new()).unwrap_err();
-        assert!(e.to_string().contains("--timeout expects a whole number"), "{e}");
+        assert!(
+            e.to_string().contains("--timeout expects a whole number"),
+            "{e}"
+        );
         let e = parse(&run_spec(), "RUN", "--timeout", &Map::new()).unwrap_err();
         assert!(e.to_string().contains("needs a value"), "{e}");
         let e = parse(&run_spec(), "RUN", "echo 'open", &Map::new()).unwrap_err();
@@ -1169,7 +1177,10 @@ mod tests {
         match parse(&spec, "SERVICE", "--exec-help", &Map::new()).unwrap() {
             Parsed::Help(h) => {
                 assert!(h.starts_with("usage: SERVICE"), "{h}");
-                assert!(h.contains("--skip-cache") && h.contains("--restarted"), "{h}");
+                assert!(
+                    h.contains("--skip-cache") && h.contains("--restarted"),
+                    "{h}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1196,7 +1207,10 @@ mod tests {
         assert_eq!(literal("argument"), json!("argument"));
         assert_eq!(literal("hello world"), json!("hello world"));
         assert_eq!(literal("'quoted text'"), json!("quoted text"));
-        assert_eq!(literal("{'a': [1, 2.5, None]}"), json!({"a": [1, 2.5, null]}));
+        assert_eq!(
+            literal("{'a': [1, 2.5, None]}"),
+            json!({"a": [1, 2.5, null]})
+        );
     }
 
     #[test]

@@ -1,0 +1,459 @@
+//! `ingot certs ...`, `ingot master serve|run|nodes`, `ingot minion serve`,
+//! `ingot manage --list-nodes`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::control::{self, ControlReply, ControlRequest, RunRequest};
+use super::pki::{install_minion_cert, now_secs, Pki};
+use super::server::{Hub, HubOptions, NodeInfo};
+use crate::cli::DEFAULT_DIR;
+
+/// The default port of the master.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4506";
+
+/// `ingot certs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CertsArgs {
+    /// The master tree (its certs/ holds the CA).
+    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = DEFAULT_DIR, global = true)]
+    pub master: PathBuf,
+    #[command(subcommand)]
+    /// What to do.
+    pub command: CertsCommand,
+}
+
+/// `ingot certs` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CertsCommand {
+    /// Create the CA and the master's certificate (TLS 1.3, keys 0600).
+    Init {
+        /// More DNS names or IP addresses for the master's certificate.
+        #[arg(long = "san", value_name = "NAME|IP")]
+        sans: Vec<String>,
+    },
+    /// Issue a certificate and key for minion NAME (re-issuing replaces the old one).
+    Issue {
+        /// The minion's name (its certificate's CN).
+        name: String,
+        /// Write minion.crt, minion.key and ca.crt here (e.g. MINION/certs; default:
+        /// MASTER/certs/issued/NAME).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365.0)]
+        days: f64,
+    },
+    /// List issued certificates: name, expiry, fingerprint, state.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke NAME's certificate: refused at its next handshake, cut if connected.
+    Revoke {
+        /// The minion.
+        name: String,
+    },
+}
+
+fn fmt_time(secs: i64) -> String {
+    humantime_like(secs)
+}
+
+fn humantime_like(secs: i64) -> String {
+    channel3::Timestamp(secs * 1_000_000)
+        .to_string()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+        + "Z"
+}
+
+/// Runs `ingot certs`; returns the exit code.
+pub fn certs(args: &CertsArgs) -> Result<i32, String> {
+    let pki = Pki::new(&args.master);
+    match &args.command {
+        CertsCommand::Init { sans } => {
+            for p in pki.init(sans).map_err(|e| e.to_string())? {
+                println!("created {}", p.display());
+            }
+        }
+        CertsCommand::Issue { name, out, days } => {
+            let cert = pki.issue(name, *days).map_err(|e| e.to_string())?;
+            let dir = out
+                .clone()
+                .unwrap_or_else(|| args.master.join("certs").join("issued").join(name));
+            for p in install_minion_cert(&dir, &cert).map_err(|e| e.to_string())? {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "{name}: fingerprint {} expires {}",
+                cert.issued.fingerprint,
+                fmt_time(cert.issued.not_after)
+            );
+        }
+        CertsCommand::List { json } => {
+            let reg = pki.registry().map_err(|e| e.to_string())?;
+            let now = now_secs();
+            if *json {
+                let v: Vec<_> = reg
+                    .minions
+                    .iter()
+                    .map(|(n, i)| {
+                        serde_json::json!({
+                            "name": n, "expiry": i.not_after, "fingerprint": i.fingerprint,
+                            "state": i.state(now), "issued": i.issued, "revoked": i.revoked,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+            } else {
+                println!(
+                    "{:<24} {:<21} {:<8} FINGERPRINT (SHA-256)",
+                    "NAME", "EXPIRES", "STATE"
+                );
+                for (n, i) in &reg.minions {
+                    println!(
+                        "{:<24} {:<21} {:<8} {}",
+                        n,
+                        fmt_time(i.not_after),
+                        i.state(now),
+                        i.fingerprint
+                    );
+                }
+            }
+        }
+        CertsCommand::Revoke { name } => {
+            pki.revoke(name).map_err(|e| e.to_string())?;
+            println!("revoked {name}: refused at its next handshake (and cut within one heartbeat if connected)");
+        }
+    }
+    Ok(0)
+}
+
+/// `ingot master`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MasterArgs {
+    /// The master tree.
+    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = DEFAULT_DIR, global = true)]
+    pub master: PathBuf,
+    #[command(subcommand)]
+    /// What to do.
+    pub command: MasterCommand,
+}
+
+/// `ingot master` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MasterCommand {
+    /// Accept minions over TLS and serve local commands on MASTER/master.sock.
+    Serve(ServeArgs),
+    /// Run the routine on connected minions through the running master.
+    Run(RunArgs),
+    /// List known minions (same as `ingot manage --list-nodes`).
+    Nodes {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ingot master serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on for minions.
+    #[arg(long, value_name = "ADDR", env = "INGOT_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Seconds between heartbeats (a minion silent for three is shown expired).
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub heartbeat: u64,
+    /// Seconds a request waits for a disconnected minion to come back before it is reported
+    /// unreachable.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub grace: u64,
+    /// Record into this history (default: MASTER/logs/history.db).
+    #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
+    pub history: Option<String>,
+}
+
+/// `ingot master run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Minion names or globs (`web*`).
+    #[arg(long = "targets", num_args = 1.., required = true, value_name = "GLOB")]
+    pub targets: Vec<String>,
+    /// Plan only.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: exit 2 when changes are pending.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Round cap.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rounds: u32,
+    /// Stop at the first failed step.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Seconds an actor may run.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub actor_timeout: u64,
+    /// Do not record this run.
+    #[arg(long)]
+    pub no_history: bool,
+}
+
+/// `ingot minion`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MinionArgs {
+    #[command(subcommand)]
+    /// What to do.
+    pub command: MinionCommand,
+}
+
+/// `ingot minion` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MinionCommand {
+    /// Connect to the master and run its requests (reconnecting as needed).
+    Serve(MinionServeArgs),
+}
+
+/// `ingot minion serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MinionServeArgs {
+    /// The minion tree (certs/ holds minion.crt, minion.key, ca.crt).
+    #[arg(long, value_name = "DIR", env = "INGOT_MINION", default_value = minion::DEFAULT_DIR)]
+    pub minion: PathBuf,
+    /// The master's HOST:PORT.
+    #[arg(long = "master", value_name = "HOST:PORT", env = "INGOT_MASTER_ADDR")]
+    pub master: String,
+    /// This machine's id (default: /etc/machine-id).
+    #[arg(long, value_name = "ID")]
+    pub machine_id: Option<String>,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub max_backoff: f64,
+}
+
+/// `ingot manage` (the network part).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManageArgs {
+    /// The master tree.
+    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = DEFAULT_DIR)]
+    pub master: PathBuf,
+    /// List minions: name, expiry, version, uptime, machine id, address.
+    #[arg(long)]
+    pub list_nodes: bool,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `ingot master ...`; returns the exit code.
+pub fn master(rt: &tokio::runtime::Runtime, args: &MasterArgs) -> Result<i32, String> {
+    match &args.command {
+        MasterCommand::Serve(s) => rt.block_on(serve(args.master.clone(), s.clone())),
+        MasterCommand::Run(r) => rt.block_on(run(args.master.clone(), r)),
+        MasterCommand::Nodes { json } => rt.block_on(nodes(args.master.clone(), *json)),
+    }
+}
+
+/// Runs `ingot manage --list-nodes`.
+pub fn manage(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<i32, String> {
+    if !args.list_nodes {
+        return Err("nothing to do: pass --list-nodes".into());
+    }
+    rt.block_on(nodes(args.master.clone(), args.json))
+}
+
+async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
+    if !master.is_dir() {
+        return Err(format!(
+            "master tree {} does not exist; create it with `ingot init master {}`",
+            master.display(),
+            master.display()
+        ));
+    }
+    let pki = Pki::new(&master);
+    let registry = Arc::new(super::tls::RegistryCache::new(pki.clone()));
+    let tls = super::tls::server_config(&pki, registry.clone()).map_err(|e| e.to_string())?;
+    let hub = Hub::new(
+        HubOptions {
+            heartbeat: Duration::from_secs(args.heartbeat.max(1)),
+            grace: Duration::from_secs(args.grace),
+            ..HubOptions::default()
+        },
+        registry,
+    );
+    let location = historian::Location::resolve(args.history.as_deref(), Some(&master), None);
+    let history = match historian::History::open(&location) {
+        Ok(h) => Some(Arc::new(h)),
+        Err(e) => {
+            tracing::warn!("not recording runs ({e})");
+            eprintln!("ingot: warning: not recording runs: {e}");
+            None
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "listening on {}: {e} (pick another --listen ADDR)",
+                args.listen
+            )
+        })?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let sock = master.join(control::SOCKET);
+    eprintln!(
+        "ingot master: listening on {local}, control socket {}",
+        sock.display()
+    );
+    let net = tokio::spawn(hub.clone().serve(listener, tls));
+    let ctl = tokio::spawn(control::serve(sock.clone(), hub, master, history.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(0),
+        _ = term.recv() => Ok(0),
+        r = ctl => Err(format!("control socket {}: {:?}", sock.display(), r)),
+        _ = net => Err("the listener stopped".to_string()),
+    };
+    let _ = std::fs::remove_file(&sock);
+    if let Some(h) = history {
+        if let Err(e) = h.flush() {
+            eprintln!("ingot: warning: history may be incomplete: {e}");
+        }
+    }
+    result
+}
+
+async fn run(master: PathBuf, args: &RunArgs) -> Result<i32, String> {
+    use std::io::IsTerminal;
+    let req = ControlRequest::Run(RunRequest {
+        targets: args.targets.clone(),
+        check: args.check,
+        max_rounds: args.max_rounds,
+        fail_fast: args.fail_fast,
+        actor_timeout: args.actor_timeout,
+        json: args.json,
+        detailed_exitcode: args.detailed_exitcode,
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        user: historian::current_user(),
+        command: std::env::args().collect(),
+        no_history: args.no_history,
+    });
+    let mut code = 1;
+    let mut error = None;
+    control::request(&master, &req, |reply| match reply {
+        ControlReply::Progress(line) => crate::report::eprint_line(&line),
+        ControlReply::Done { stdout, code: c } => {
+            print!("{stdout}");
+            code = c;
+        }
+        ControlReply::Error(e) => error = Some(e),
+        ControlReply::Nodes(_) => {}
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(code),
+    }
+}
+
+fn fmt_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+async fn nodes(master: PathBuf, json: bool) -> Result<i32, String> {
+    let mut nodes: Vec<NodeInfo> = Vec::new();
+    let mut error = None;
+    control::request(&master, &ControlRequest::ListNodes, |r| match r {
+        ControlReply::Nodes(n) => nodes = n,
+        ControlReply::Error(e) => error = Some(e),
+        _ => {}
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&nodes).expect("serializes")
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<10} {:<21} {:<8} {:<9} {:<34} ADDRESS",
+        "NAME", "STATE", "CERT EXPIRES", "VERSION", "UPTIME", "MACHINE ID"
+    );
+    for n in nodes {
+        println!(
+            "{:<20} {:<10} {:<21} {:<8} {:<9} {:<34} {}",
+            n.name,
+            n.state,
+            n.cert_expiry.map(fmt_time).unwrap_or_else(|| "-".into()),
+            if n.version.is_empty() {
+                "-"
+            } else {
+                &n.version
+            },
+            n.uptime.map(fmt_duration).unwrap_or_else(|| "-".into()),
+            if n.machine_id.is_empty() {
+                "-"
+            } else {
+                &n.machine_id
+            },
+            if n.address.is_empty() {
+                "-"
+            } else {
+                &n.address
+            },
+        );
+    }
+    Ok(0)
+}
+
+/// Runs `ingot minion ...`; returns the exit code.
+pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, String> {
+    match &args.command {
+        MinionCommand::Serve(a) => {
+            if !a.minion.is_dir() {
+                return Err(format!(
+                    "minion tree {} does not exist; create it with `ingot init minion {}`",
+                    a.minion.display(),
+                    a.minion.display()
+                ));
+            }
+            let opts = super::agent::AgentOptions {
+                minion: a.minion.clone(),
+                master: a.master.clone(),
+                machine_id: a
+                    .machine_id
+                    .clone()
+                    .unwrap_or_else(super::agent::machine_id),
+                max_backoff: Duration::try_from_secs_f64(a.max_backoff)
+                    .map_err(|e| format!("--max-backoff: {e}"))?,
+            };
+            let agent = super::agent::Agent::new(opts).map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                tokio::select! {
+                    r = agent.run() => r.map(|_| 0).map_err(|e| e.to_string()),
+                    _ = tokio::signal::ctrl_c() => Ok(0),
+                }
+            })
+        }
+    }
+}

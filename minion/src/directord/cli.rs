@@ -1,0 +1,374 @@
+//! `ingot exec` and `ingot orchestrate` against one local minion tree, in-process.
+//!
+//! Both build [`Job`]s on this host (ADD/COPY sources relative to the working directory),
+//! submit them to an [`Engine`] for the minion and print Directord's `--poll` lines
+//! (`Job Success: ID`, `Job Failed: ID`) with the job's verb string; `--stream` adds each job's
+//! STDOUT/STDERR, `--check` lists the failed jobs at the end. Exit code 1 when a job failed,
+//! 2 for a bad verb string or file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+
+use super::cache::Cache;
+use super::engine::{Engine, JobResult, Status};
+use super::job::{self, Job, Origin};
+use super::orchestration;
+use crate::{layout, Minion};
+
+/// How results are shown (Directord's mutually exclusive modes).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Show {
+    /// Print each job's result as it finishes (the default here).
+    #[arg(long, group = "mode")]
+    pub poll: bool,
+    /// Same as --poll (Directord shows a spinner).
+    #[arg(long, group = "mode")]
+    pub wait: bool,
+    /// Also print each job's STDOUT and STDERR.
+    #[arg(long, group = "mode")]
+    pub stream: bool,
+    /// List the failed jobs at the end.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Which minion, and its cache.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Local {
+    /// The minion directory (laid out by `ingot init minion DIR`).
+    #[arg(long, value_name = "DIR", env = "INGOT_MINION", default_value = layout::DEFAULT_DIR)]
+    pub minion: PathBuf,
+    /// The minion's name (for targets and QUERY results; default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Hours a cached arg, env or job state stays valid.
+    #[arg(long, value_name = "HOURS", default_value_t = 12.0)]
+    pub cache_ttl: f64,
+}
+
+/// `ingot exec --verb VERB 'STRING'`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecArgs {
+    /// The verb: RUN, ARG, ENV, ADD, COPY, WORKDIR, CACHEFILE, CACHEEVICT, QUERY,
+    /// QUEUESENTINEL, DNF, APT, SERVICE, REBOOT, WAIT, QUERY_WAIT, JOB_WAIT, FACTER,
+    /// CONTAINER_IMAGE, POD, SECONTEXT, ECHO, or a user component.
+    #[arg(long)]
+    pub verb: String,
+    /// Targets (this minion's name must be among them).
+    #[arg(long, num_args = 1..)]
+    pub target: Vec<String>,
+    /// Run in its own queue.
+    #[arg(long)]
+    pub force_async: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub local: Local,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub show: Show,
+    /// The verb string (quote it: options such as --skip-cache belong to the verb).
+    #[arg(
+        required = true,
+        allow_hyphen_values = true,
+        trailing_var_arg = true,
+        value_name = "STRING"
+    )]
+    pub string: Vec<String>,
+}
+
+/// `ingot orchestrate FILE...`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrchestrateArgs {
+    /// Orchestration files (Directord YAML).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Override the targets of every orchestration.
+    #[arg(long, num_args = 1..)]
+    pub target: Vec<String>,
+    /// Run only the jobs with these fingerprints (see --finger-print).
+    #[arg(long, num_args = 1.., value_name = "SHA")]
+    pub restrict: Vec<String>,
+    /// Skip the cache for every job.
+    #[arg(long)]
+    pub ignore_cache: bool,
+    /// Run every orchestration in its own queue.
+    #[arg(long)]
+    pub force_async: bool,
+    /// Print the jobs and their fingerprints; run nothing.
+    #[arg(long, group = "mode")]
+    pub finger_print: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub local: Local,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub show: Show,
+}
+
+fn engine(local: &Local) -> Result<Engine, String> {
+    let dir = &local.minion;
+    if !dir.join("resources").is_dir() {
+        return Err(format!(
+            "{} is not a minion tree (no resources/); run `ingot init minion {}` first",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    if !(local.cache_ttl.is_finite() && local.cache_ttl >= 0.0) {
+        return Err(format!(
+            "--cache-ttl must be a non-negative number of hours, not {}",
+            local.cache_ttl
+        ));
+    }
+    let cache = Cache::for_minion(dir)
+        .map_err(|e| e.to_string())?
+        .with_ttl(Duration::from_secs_f64(local.cache_ttl * 3600.0));
+    let name = local.name.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    });
+    Ok(Engine::new(Arc::new(Minion::new(dir)), name, cache))
+}
+
+fn report(job: &Job, r: &JobResult, show: &Show) {
+    let what = job
+        .job_name
+        .clone()
+        .unwrap_or_else(|| job.summary().trim().to_owned());
+    match r.status {
+        Status::Success => println!("Job Success: {}  {what}", r.job_id),
+        Status::Skipped => println!("Job Success: {}  {what} (task skipped)", r.job_id),
+        Status::Failed => println!("Job Failed: {}  {what}", r.job_id),
+    }
+    if show.stream {
+        if !r.stdout.trim().is_empty() {
+            println!("STDOUT: {} = {}", r.minion, r.stdout.trim_end());
+        }
+        if !r.stderr.trim().is_empty() {
+            println!("STDERR: {} = {}", r.minion, r.stderr.trim_end());
+        }
+    } else if r.status == Status::Failed {
+        for line in r.stderr.trim().lines().take(20) {
+            println!("    {line}");
+        }
+        if !r.info.is_empty() && r.info != r.stderr {
+            println!("    INFO: {}", r.info);
+        }
+    }
+}
+
+async fn run_jobs(engine: &Engine, jobs: Vec<Job>, show: &Show) -> i32 {
+    let pending: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let rx = engine.submit(j.clone());
+            (j, rx)
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (job, rx) in pending {
+        match rx.await {
+            Ok(r) => {
+                report(&job, &r, show);
+                if !r.ok() {
+                    failed.push(job.job_id.clone());
+                }
+            }
+            Err(_) => {
+                println!("Job Failed: {}  (the engine stopped)", job.job_id);
+                failed.push(job.job_id.clone());
+            }
+        }
+    }
+    if show.check && !failed.is_empty() {
+        println!("FAILED JOBS");
+        for id in &failed {
+            println!("{id}");
+        }
+    }
+    i32::from(!failed.is_empty())
+}
+
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// `ingot exec`: returns the exit code.
+pub fn exec(rt: &Runtime, a: &ExecArgs) -> i32 {
+    let engine = match engine(&a.local) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("ingot exec: error: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async {
+        let (kind, spec) = match engine.resolve(&a.verb).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ingot exec: error: {e}");
+                return 2;
+            }
+        };
+        let text = a.string.join(" ");
+        let origin = Origin {
+            parent_async: a.force_async,
+            targets: a.target.clone(),
+            ..Origin::default()
+        };
+        let jobs = match job::build(
+            &spec,
+            &a.verb,
+            &kind,
+            &text,
+            &Default::default(),
+            &origin,
+            &cwd(),
+        ) {
+            Ok(Ok(jobs)) => jobs,
+            Ok(Err(help)) => {
+                print!("{help}");
+                return 0;
+            }
+            Err(e) => {
+                eprintln!("ingot exec: error: {e}");
+                return 2;
+            }
+        };
+        // One exec is one parent: every file of an ADD glob shares it.
+        let parent = jobs.first().map(|j| j.job_id.clone()).unwrap_or_default();
+        let jobs = jobs
+            .into_iter()
+            .map(|mut j| {
+                j.parent_id = parent.clone();
+                j
+            })
+            .collect();
+        run_jobs(&engine, jobs, &a.show).await
+    })
+}
+
+/// Builds every job of the files, in order.
+pub async fn plan(
+    engine: &Engine,
+    files: &[PathBuf],
+    targets: &[String],
+    ignore_cache: bool,
+    force_async: bool,
+    cwd: &Path,
+) -> Result<Vec<Job>, String> {
+    let mut jobs = Vec::new();
+    for f in files {
+        let orchs = orchestration::parse_file(f).map_err(|e| e.to_string())?;
+        for (oi, o) in orchs.iter().enumerate() {
+            let parent_id = uuid::Uuid::new_v4().to_string();
+            for (ji, line) in o.jobs.iter().enumerate() {
+                let (kind, spec) = engine.resolve(&line.verb).await.map_err(|e| {
+                    format!(
+                        "{}: orchestration {}, job {}: {e}",
+                        f.display(),
+                        oi + 1,
+                        ji + 1
+                    )
+                })?;
+                let t = line
+                    .assign
+                    .clone()
+                    .or_else(|| (!targets.is_empty()).then(|| targets.to_vec()))
+                    .unwrap_or_else(|| o.effective_targets());
+                let origin = Origin {
+                    parent_id: Some(parent_id.clone()),
+                    parent_sha3_224: Some(o.sha3_224.clone()),
+                    parent_name: o.name.clone(),
+                    job_name: line.name.clone(),
+                    parent_async: o.is_async || force_async,
+                    targets: t,
+                    ignore_cache,
+                };
+                match job::build(&spec, &line.verb, &kind, &line.text, &line.vars, &origin, cwd) {
+                    Ok(Ok(js)) => jobs.extend(js),
+                    Ok(Err(_help)) => {
+                        return Err(format!(
+                            "{}: orchestration {}, job {}: --exec-help is for `ingot exec`; remove it from the file",
+                            f.display(),
+                            oi + 1,
+                            ji + 1
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "{}: orchestration {}, job {}: {e}",
+                            f.display(),
+                            oi + 1,
+                            ji + 1
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// `ingot orchestrate`: returns the exit code.
+pub fn orchestrate(rt: &Runtime, a: &OrchestrateArgs) -> i32 {
+    let engine = match engine(&a.local) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("ingot orchestrate: error: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async {
+        let jobs = match plan(
+            &engine,
+            &a.files,
+            &a.target,
+            a.ignore_cache,
+            a.force_async,
+            &cwd(),
+        )
+        .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("ingot orchestrate: error: {e}");
+                return 2;
+            }
+        };
+        if a.finger_print {
+            println!(
+                "{:<6} {:<56} {:<14} {:<30} JOB",
+                "COUNT", "PARENT", "VERB", "EXEC"
+            );
+            for (i, j) in jobs.iter().enumerate() {
+                let parent = j
+                    .parent_name
+                    .clone()
+                    .or_else(|| j.parent_sha3_224.clone())
+                    .unwrap_or_default();
+                let mut exec = j.summary();
+                exec = exec.trim_start_matches(&j.verb).trim().to_owned();
+                if exec.chars().count() > 30 {
+                    exec = exec.chars().take(27).collect::<String>() + "...";
+                }
+                let name = j.job_name.clone().unwrap_or_else(|| j.sha3_224.clone());
+                println!("{:<6} {:<56} {:<14} {:<30} {name}", i, parent, j.verb, exec);
+            }
+            return 0;
+        }
+        let jobs: Vec<Job> = if a.restrict.is_empty() {
+            jobs
+        } else {
+            jobs.into_iter()
+                .filter(|j| a.restrict.contains(&j.sha3_224))
+                .collect()
+        };
+        run_jobs(&engine, jobs, &a.show).await
+    })
+}

@@ -1,0 +1,343 @@
+//! A master and minions on loopback over real TLS: a full apply, refusals, failures.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::net_support::{report, wait_for, Fleet, Relay};
+use crate::util::{ingot, output};
+
+#[test]
+fn three_minions_converge_through_the_master_with_one_recap_and_history() {
+    let mut fleet = Fleet::start(5);
+    for n in ["web1", "web2", "db1"] {
+        fleet.minion_tree(n, "");
+        fleet.start_minion(n, &format!("machine-{n}"), None);
+    }
+    fleet.wait_connected(&["web1", "web2", "db1"]);
+
+    let (code, doc) = fleet.run(&["web*", "db1"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["status"], "changed", "{doc:#}");
+    assert_eq!(doc["minions"].as_array().unwrap().len(), 3);
+    for n in ["web1", "web2", "db1"] {
+        assert_eq!(report(&doc, n)["status"], "changed", "{doc:#}");
+        assert_eq!(
+            fleet.motd(n).as_deref(),
+            Some(format!("hello {n}\n").as_str())
+        );
+    }
+    // Only the matching minions.
+    let (_, doc) = fleet.run(&["web2"]);
+    assert_eq!(doc["minions"].as_array().unwrap().len(), 1);
+    assert_eq!(report(&doc, "web2")["status"], "ok", "idempotent: {doc:#}");
+
+    // The text recap: one table for all.
+    let out =
+        output(ingot(fleet.path()).args(["master", "--master", "m", "run", "--targets", "*"]));
+    assert!(out.status.success());
+    let recap = String::from_utf8_lossy(&out.stdout);
+    for n in ["web1", "web2", "db1"] {
+        assert!(recap.contains(n), "{recap}");
+    }
+    assert!(recap.contains("ingot history show"), "{recap}");
+
+    // History on the master: the runs, with the minions' events.
+    let out = output(
+        ingot(fleet.path())
+            .args([
+                "history",
+                "--history",
+                "m/logs/history.db",
+                "show",
+                "--json",
+            ])
+            .arg(doc["run"].as_str().unwrap()),
+    );
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("facts/me") && shown.contains("web2"),
+        "{shown}"
+    );
+
+    // Spools are emptied once the master acknowledged the results.
+    let empty = wait_for(Duration::from_secs(5), || {
+        ["web1", "web2", "db1"]
+            .iter()
+            .all(|n| {
+                std::fs::read_dir(fleet.path().join(n).join("logs/spool"))
+                    .map(|d| d.count() == 0)
+                    .unwrap_or(false)
+            })
+            .then_some(())
+    });
+    assert!(empty.is_some(), "spool files left behind");
+
+    // The node list: name, expiry, version, uptime, machine id, address.
+    let nodes = fleet.nodes();
+    let web1 = nodes.iter().find(|n| n["name"] == "web1").unwrap();
+    assert_eq!(web1["machine_id"], "machine-web1");
+    assert_eq!(web1["version"], env!("CARGO_PKG_VERSION"));
+    assert!(web1["cert_expiry"].as_i64().unwrap() > 0);
+    assert!(web1["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(web1["uptime"].as_i64().is_some());
+    let table = output(ingot(fleet.path()).args(["manage", "--master", "m", "--list-nodes"]));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("machine-db1"));
+
+    // The control socket is not world-accessible.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(fleet.master_dir().join("master.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    assert!(fleet.master_alive());
+}
+
+#[test]
+fn refusals_leave_the_master_serving() {
+    let mut fleet = Fleet::start(5);
+    let good = fleet.minion_tree("good", "");
+    fleet.start_minion("good", "m-good", None);
+    fleet.wait_connected(&["good"]);
+    let port = fleet.port;
+
+    // Plain TCP junk, an oversized frame claim, a half-open connection.
+    let mut junk = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut big = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    big.write_all(b"99999999999999:").unwrap();
+    let _half_open = TcpStream::connect(("127.0.0.1", port)).unwrap();
+
+    // A certificate from another CA (the minion trusts our master, the master not it).
+    let d = fleet.path().to_owned();
+    assert!(output(ingot(&d).args(["init", "master", "other"]))
+        .status
+        .success());
+    assert!(
+        output(ingot(&d).args(["certs", "init", "--master", "other"]))
+            .status
+            .success()
+    );
+    let foreign = fleet.minion_tree("foreign", "");
+    assert!(output(
+        ingot(&d)
+            .args(["certs", "issue", "foreign", "--master", "other", "--out"])
+            .arg(foreign.join("certs"))
+    )
+    .status
+    .success());
+    std::fs::copy(good.join("certs/ca.crt"), foreign.join("certs/ca.crt")).unwrap();
+    fleet.start_minion("foreign", "m-foreign", None);
+
+    // A revoked certificate, and an expired one.
+    fleet.minion_tree("revoked", "");
+    assert!(
+        output(ingot(&d).args(["certs", "revoke", "revoked", "--master", "m"]))
+            .status
+            .success()
+    );
+    fleet.start_minion("revoked", "m-revoked", None);
+    let expired = fleet.minion_tree("expired", "");
+    assert!(output(
+        ingot(&d)
+            .args(["certs", "issue", "expired", "--days", "0", "--master", "m", "--out"])
+            .arg(expired.join("certs"))
+    )
+    .status
+    .success());
+    // Past the second it expires in.
+    std::thread::sleep(Duration::from_millis(1100));
+    fleet.start_minion("expired", "m-expired", None);
+
+    // A second connection claiming a held name from another machine.
+    let twin = d.join("twin");
+    std::fs::create_dir_all(twin.join("logs")).unwrap();
+    for sub in ["certs", "facts", "resources", "cache"] {
+        std::fs::create_dir_all(twin.join(sub)).unwrap();
+    }
+    for f in ["minion.crt", "minion.key", "ca.crt"] {
+        std::fs::copy(good.join("certs").join(f), twin.join("certs").join(f)).unwrap();
+    }
+    fleet.start_minion("twin", "m-impostor", None);
+
+    let refused = wait_for(Duration::from_secs(20), || {
+        (fleet.minion_log("foreign").contains("TLS handshake")
+            || fleet.minion_log("foreign").contains("refused"))
+        .then_some(())?;
+        fleet
+            .minion_log("revoked")
+            .contains("refused")
+            .then_some(())?;
+        fleet
+            .minion_log("expired")
+            .contains("refused")
+            .then_some(())?;
+        fleet
+            .minion_log("twin")
+            .contains("is held by machine m-good")
+            .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "foreign: {}\nrevoked: {}\nexpired: {}\ntwin: {}",
+        fleet.minion_log("foreign"),
+        fleet.minion_log("revoked"),
+        fleet.minion_log("expired"),
+        fleet.minion_log("twin")
+    );
+    let list = output(ingot(&d).args(["certs", "list", "--master", "m", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let state = |n: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state("revoked"), "revoked");
+    assert_eq!(state("expired"), "expired");
+    assert_eq!(state("good"), "valid");
+
+    // The master still serves, quickly, and the twin did not take the name over.
+    assert!(fleet.master_alive(), "{}", fleet.master_log());
+    let t = Instant::now();
+    let (code, doc) = fleet.run(&["good"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let good_node = fleet
+        .nodes()
+        .into_iter()
+        .find(|n| n["name"] == "good")
+        .unwrap();
+    assert_eq!(good_node["machine_id"], "m-good");
+    assert_eq!(good_node["state"], "connected");
+    for n in ["foreign", "revoked", "expired"] {
+        assert_ne!(fleet.state_of(n).as_deref(), Some("connected"), "{n}");
+    }
+
+    // Revoking a connected minion cuts it.
+    assert!(
+        output(ingot(&d).args(["certs", "revoke", "good", "--master", "m"]))
+            .status
+            .success()
+    );
+    let cut = wait_for(Duration::from_secs(10), || {
+        (fleet.state_of("good").as_deref() != Some("connected")).then_some(())
+    });
+    assert!(cut.is_some(), "revoked minion still connected");
+    assert!(fleet.master_alive());
+}
+
+#[test]
+fn a_minion_killed_mid_run_is_reported_unreachable_and_the_others_finish() {
+    let mut fleet = Fleet::start(2);
+    let marker = fleet.path().join("slow-started");
+    for n in ["m1", "m2"] {
+        fleet.minion_tree(n, "");
+        fleet.start_minion(n, n, None);
+    }
+    fleet.minion_tree("slow", &format!("touch {}; sleep 30", marker.display()));
+    fleet.start_minion("slow", "slow", None);
+    fleet.wait_connected(&["m1", "m2", "slow"]);
+
+    let d = fleet.path().to_owned();
+    let run = std::thread::spawn(move || {
+        let out = ingot(&d)
+            .args(["master", "--master", "m", "run", "--json", "--targets", "*"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    });
+    assert!(wait_for(Duration::from_secs(20), || marker.exists().then_some(())).is_some());
+    fleet.kill_minion("slow");
+    let (code, stdout) = run.join().unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON document");
+    assert_eq!(code, Some(1), "{doc:#}");
+    let slow = report(&doc, "slow");
+    assert_eq!(slow["status"], "failed");
+    assert!(
+        slow["error"].as_str().unwrap().contains("unreachable"),
+        "{slow:#}"
+    );
+    for n in ["m1", "m2"] {
+        assert_eq!(report(&doc, n)["status"], "changed", "{doc:#}");
+    }
+    assert_eq!(fleet.state_of("slow").as_deref(), Some("expired"));
+    assert!(fleet.master_alive());
+}
+
+#[test]
+fn work_done_while_disconnected_is_delivered_once_after_reconnecting() {
+    let mut fleet = Fleet::start(20);
+    let relay = Relay::start(fleet.port);
+    let d = fleet.path().to_owned();
+    let (started, count) = (d.join("started"), d.join("runs"));
+    // The fact runs long enough to be cut off; it counts its runs and talks after the cut.
+    fleet.minion_tree(
+        "far",
+        &format!(
+            "echo run >> {count}; touch {started}; sleep 2; echo 'said while cut off' >&2",
+            count = count.display(),
+            started = started.display()
+        ),
+    );
+    fleet.start_minion("far", "far", Some(format!("127.0.0.1:{}", relay.port)));
+    fleet.wait_connected(&["far"]);
+
+    let run = std::thread::spawn(move || {
+        let out = ingot(&d)
+            .args([
+                "master",
+                "--master",
+                "m",
+                "run",
+                "--json",
+                "--targets",
+                "far",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    });
+    assert!(wait_for(Duration::from_secs(20), || started.exists().then_some(())).is_some());
+    relay.cut();
+    std::thread::sleep(Duration::from_millis(3000));
+    relay.reopen();
+    let (code, stdout) = run.join().unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON document");
+    assert_eq!(code, Some(0), "{doc:#}\n{}", fleet.minion_log("far"));
+    assert_eq!(report(&doc, "far")["status"], "changed");
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap(),
+        "run\n",
+        "the fact ran once"
+    );
+    assert!(fleet.minion_log("far").contains("disconnected"));
+
+    // The line written while cut off reached the master's history.
+    let out = output(
+        ingot(fleet.path())
+            .args([
+                "history",
+                "--history",
+                "m/logs/history.db",
+                "show",
+                "--json",
+            ])
+            .arg(doc["run"].as_str().unwrap()),
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(shown.matches("said while cut off").count(), 1, "{shown}");
+    // Events sent before the cut and replayed after it are not stored twice.
+    assert_eq!(shown.matches("far/facts/me").count(), 1, "{shown}");
+}

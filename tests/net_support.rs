@@ -1,0 +1,346 @@
+//! A master and minions as real processes over real TLS, for the network tests.
+
+use std::io::Read as _;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{ingot, ingot_bin, output, script};
+
+/// Everything a run needs: a master tree with the CA, minion trees, their processes.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    host: String,
+    pub port: u16,
+    master: Option<Child>,
+    minions: Vec<(String, Child)>,
+}
+
+/// The prescription of these tests: one file per minion, named by its `me` fact.
+const PRESCRIBE: &str = r#"#!/bin/sh
+facts=$(cat)
+me=$(printf '%s' "$facts" | sed -n 's/.*"me":"\([^"]*\)".*/\1/p')
+cat <<JSON
+[{"kind":"file","path":"$OUT/$me/motd","parents":true,"content":"hello $me\n","mode":"0644"}]
+JSON
+"#;
+
+impl Fleet {
+    /// A master tree with a CA, its server listening on a free loopback port.
+    pub fn start(grace: u64) -> Self {
+        Self::start_on("127.0.0.1", grace)
+    }
+
+    /// Like [`Fleet::start`], the master listening on `host`.
+    pub fn start_on(host: &str, grace: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = d.join("m");
+        assert!(output(ingot(d).args(["init", "master"]).arg(&m))
+            .status
+            .success());
+        script(
+            &m.join("actors/prescribe"),
+            &PRESCRIBE.replace("$OUT", &d.join("out").display().to_string()),
+        );
+        assert!(output(ingot(d).args(["certs", "init", "--master"]).arg(&m))
+            .status
+            .success());
+        let mut fleet = Fleet {
+            dir,
+            host: host.to_owned(),
+            port: 0,
+            master: None,
+            minions: Vec::new(),
+        };
+        fleet.start_master(grace);
+        fleet
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn master_dir(&self) -> PathBuf {
+        self.path().join("m")
+    }
+
+    /// Starts `ingot master serve` (port 0 the first time, the same port again after).
+    pub fn start_master(&mut self, grace: u64) {
+        let log = self.path().join("master.log");
+        let _ = std::fs::remove_file(&log);
+        let listen = format!("{}:{}", self.host, self.port);
+        let child = Command::new(ingot_bin())
+            .current_dir(self.path())
+            .env_remove("INGOT_HISTORY")
+            .env("INGOT_LOG", "info")
+            .args(["master", "--master", "m", "serve", "--listen", &listen])
+            .args(["--heartbeat", "1", "--grace", &grace.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        self.master = Some(child);
+        let port = wait_for(Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.split(&format!("listening on {}:", self.host))
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u16>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("the master did not start: {}", self.master_log()));
+        self.port = port;
+    }
+
+    pub fn master_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("master.log")).unwrap_or_default()
+    }
+
+    /// The master is still running.
+    pub fn master_alive(&mut self) -> bool {
+        matches!(self.master.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    /// A minion tree with a certificate for `name` and a `me` fact (`fact_body` runs first).
+    pub fn minion_tree(&self, name: &str, fact_body: &str) -> PathBuf {
+        let d = self.path();
+        let tree = d.join(name);
+        assert!(output(ingot(d).args(["init", "minion"]).arg(&tree))
+            .status
+            .success());
+        script(
+            &tree.join("facts/me"),
+            &format!("#!/bin/sh\n{fact_body}\necho '\"{name}\"'\n"),
+        );
+        let out = output(
+            ingot(d)
+                .args(["certs", "issue", name, "--master", "m", "--out"])
+                .arg(tree.join("certs")),
+        );
+        assert!(out.status.success());
+        tree
+    }
+
+    /// Starts `ingot minion serve` for the tree `name` against `addr` (default: the master).
+    pub fn start_minion(&mut self, name: &str, machine_id: &str, addr: Option<String>) {
+        self.start_minion_in(None, name, machine_id, addr)
+    }
+
+    /// Like [`Fleet::start_minion`], inside network namespace `netns` when given.
+    pub fn start_minion_in(
+        &mut self,
+        netns: Option<&str>,
+        name: &str,
+        machine_id: &str,
+        addr: Option<String>,
+    ) {
+        let addr = addr.unwrap_or_else(|| format!("127.0.0.1:{}", self.port));
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(ingot_bin());
+                c
+            }
+            None => Command::new(ingot_bin()),
+        };
+        let child = cmd
+            .current_dir(self.path())
+            .env("INGOT_LOG", "info")
+            .args(["minion", "serve", "--minion", name, "--master", &addr])
+            .args(["--machine-id", machine_id, "--max-backoff", "0.5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path().join(format!("{name}.log")))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        self.minions.push((name.to_owned(), child));
+    }
+
+    pub fn minion_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// kill -9 the minion process `name`.
+    pub fn kill_minion(&mut self, name: &str) {
+        for (n, c) in &mut self.minions {
+            if n == name {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// `ingot manage --list-nodes --json`.
+    pub fn nodes(&self) -> Vec<Value> {
+        let out = ingot(self.path())
+            .args(["manage", "--master", "m", "--list-nodes", "--json"])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn state_of(&self, name: &str) -> Option<String> {
+        self.nodes()
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["state"].as_str().map(String::from))
+    }
+
+    /// Waits until every name is connected.
+    pub fn wait_connected(&self, names: &[&str]) {
+        let ok = wait_for(Duration::from_secs(30), || {
+            names
+                .iter()
+                .all(|n| self.state_of(n).as_deref() == Some("connected"))
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "not all of {names:?} connected: {:?}\nmaster log:\n{}",
+            self.nodes(),
+            self.master_log()
+        );
+    }
+
+    /// `ingot master run --targets ... --json`: the exit code and the document.
+    pub fn run(&self, targets: &[&str]) -> (i32, Value) {
+        let out = output(
+            ingot(self.path())
+                .args(["master", "--master", "m", "run", "--json", "--targets"])
+                .args(targets),
+        );
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "no JSON document ({e}): {}\nmaster log:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                self.master_log()
+            )
+        });
+        (out.status.code().unwrap_or(-1), doc)
+    }
+
+    pub fn motd(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.path().join("out").join(name).join("motd")).ok()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.minions {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(c) = self.master.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The report of `minion` in a run document.
+pub fn report<'a>(doc: &'a Value, minion: &str) -> &'a Value {
+    doc["minions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["minion"] == minion)
+        .unwrap_or_else(|| panic!("no report for {minion} in {doc}"))
+}
+
+/// A TCP relay that can cut every connection through it (a network failure between a minion
+/// and the master) and later carry new ones again.
+pub struct Relay {
+    pub port: u16,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    open: Arc<Mutex<bool>>,
+}
+
+impl Relay {
+    pub fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let open = Arc::new(Mutex::new(true));
+        let (c2, o2) = (conns.clone(), open.clone());
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                if !*o2.lock().unwrap() {
+                    let _ = down.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut list = c2.lock().unwrap();
+                list.push(down.try_clone().unwrap());
+                list.push(up.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, conns, open }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Relay::reopen`].
+    pub fn cut(&self) {
+        *self.open.lock().unwrap() = false;
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn reopen(&self) {
+        *self.open.lock().unwrap() = true;
+    }
+}
