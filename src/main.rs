@@ -50,6 +50,8 @@ enum Command {
     Minion(master::net::cli::MinionArgs),
     /// Ask the running master: `--list-nodes`.
     Manage(master::net::cli::ManageArgs),
+    /// Print a systemd unit file for the master or the minion agent.
+    SystemdUnit(master::net::cli::SystemdUnitArgs),
     /// Benchmark workloads on real processes and files.
     Bench {
         #[command(subcommand)]
@@ -171,6 +173,7 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         Command::Master(a) => master::net::cli::master(&rt, &a).map_err(anyhow::Error::msg),
         Command::Minion(a) => master::net::cli::minion(&rt, &a).map_err(anyhow::Error::msg),
         Command::Manage(a) => master::net::cli::manage(&rt, &a).map_err(anyhow::Error::msg),
+        Command::SystemdUnit(a) => master::net::cli::systemd_unit(&a).map_err(anyhow::Error::msg),
         Command::Bench {
             what: BenchWhat::Apply(a),
         } => master::bench::bench_apply(&rt, &a).map_err(anyhow::Error::msg),

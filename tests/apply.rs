@@ -347,7 +347,7 @@ impl Drop for Reap {
         let _ = self.0.wait();
         let _ = std::process::Command::new("pkill")
             .arg("-f")
-            .arg(format!("runsv webapp"))
+            .arg("runsv webapp")
             .status();
     }
 }

@@ -32,6 +32,14 @@ fn three_minions_converge_through_the_master_with_one_recap_and_history() {
     assert_eq!(doc["minions"].as_array().unwrap().len(), 1);
     assert_eq!(report(&doc, "web2")["status"], "ok", "idempotent: {doc:#}");
 
+    // `ingot apply --targets` is the same run.
+    let out =
+        output(ingot(fleet.path()).args(["apply", "--master", "m", "--json", "--targets", "db*"]));
+    assert!(out.status.success());
+    let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report(&one, "db1")["status"], "ok", "{one:#}");
+    assert_eq!(one["minions"].as_array().unwrap().len(), 1);
+
     // The text recap: one table for all.
     let out =
         output(ingot(fleet.path()).args(["master", "--master", "m", "run", "--targets", "*"]));

@@ -56,6 +56,11 @@ pub struct ApplyArgs {
     /// Do not record this run.
     #[arg(long, conflicts_with = "history")]
     pub no_history: bool,
+    /// Run on these connected minions (names or globs) through the running master
+    /// (`ingot master serve`) instead of on the local minion tree (--minion, --name and
+    /// --history are then not used: the master records the run).
+    #[arg(long, num_args = 1.., value_name = "GLOB")]
+    pub targets: Vec<String>,
 }
 
 /// Lays out a master tree; safe to re-run (existing files are left alone).
@@ -126,6 +131,9 @@ fn check_dir(path: &Path, what: &str, init: &str) -> Result<(), String> {
 
 /// `ingot apply` against a local minion tree; returns the exit code.
 pub fn apply(rt: &tokio::runtime::Runtime, args: &ApplyArgs) -> Result<i32, String> {
+    if !args.targets.is_empty() {
+        return crate::net::cli::apply_remote(rt, args);
+    }
     check_dir(&args.master, "master tree", "master")?;
     check_dir(&args.minion, "minion tree", "minion")?;
     let cmd = ApplyCommand {

@@ -176,6 +176,10 @@ pub struct ServeArgs {
     /// Record into this history (default: MASTER/logs/history.db).
     #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
     pub history: Option<String>,
+    /// Group owning the control socket MASTER/master.sock (mode 0660), so its members may run
+    /// `ingot master run` / `ingot manage` without being root.
+    #[arg(long, value_name = "GROUP", env = "INGOT_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
 }
 
 /// `ingot master run`.
@@ -205,6 +209,9 @@ pub struct RunArgs {
     /// Do not record this run.
     #[arg(long)]
     pub no_history: bool,
+    /// Minions driven at once (0: all at once).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
 }
 
 /// `ingot minion`.
@@ -220,6 +227,28 @@ pub struct MinionArgs {
 pub enum MinionCommand {
     /// Connect to the master and run its requests (reconnecting as needed).
     Serve(MinionServeArgs),
+    /// Run N minion identities in one process (load tests, as Salt's minionswarm).
+    Swarm(SwarmArgs),
+}
+
+/// `ingot minion swarm`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SwarmArgs {
+    /// How many minions.
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+    /// Where their trees go (DIR/PREFIXNNNN); created with a `me` fact and the file resource.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Name prefix.
+    #[arg(long, default_value = "swarm-")]
+    pub prefix: String,
+    /// The master's HOST:PORT.
+    #[arg(long = "master", value_name = "HOST:PORT")]
+    pub master: String,
+    /// A master tree on this machine to issue missing certificates from.
+    #[arg(long, value_name = "DIR")]
+    pub issue_from: Option<PathBuf>,
 }
 
 /// `ingot minion serve`.
@@ -313,7 +342,23 @@ async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
         sock.display()
     );
     let net = tokio::spawn(hub.clone().serve(listener, tls));
-    let ctl = tokio::spawn(control::serve(sock.clone(), hub, master, history.clone()));
+    let group = match &args.socket_group {
+        None => None,
+        Some(g) => Some(
+            nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("--socket-group {g}: no such group"))?
+                .gid,
+        ),
+    };
+    let ctl = tokio::spawn(control::serve(
+        sock.clone(),
+        group,
+        hub,
+        master,
+        history.clone(),
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     let result = tokio::select! {
@@ -331,6 +376,25 @@ async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
     result
 }
 
+/// `ingot apply --targets GLOB...`: the same as `ingot master run`.
+pub fn apply_remote(
+    rt: &tokio::runtime::Runtime,
+    a: &crate::cli::ApplyArgs,
+) -> Result<i32, String> {
+    let args = RunArgs {
+        targets: a.targets.clone(),
+        check: a.check,
+        detailed_exitcode: a.detailed_exitcode,
+        json: a.json,
+        max_rounds: a.max_rounds,
+        fail_fast: a.fail_fast,
+        actor_timeout: a.actor_timeout,
+        no_history: a.no_history,
+        concurrency: 64,
+    };
+    rt.block_on(run(a.master.clone(), &args))
+}
+
 async fn run(master: PathBuf, args: &RunArgs) -> Result<i32, String> {
     use std::io::IsTerminal;
     let req = ControlRequest::Run(RunRequest {
@@ -345,6 +409,7 @@ async fn run(master: PathBuf, args: &RunArgs) -> Result<i32, String> {
         user: historian::current_user(),
         command: std::env::args().collect(),
         no_history: args.no_history,
+        concurrency: args.concurrency,
     });
     let mut code = 1;
     let mut error = None;
@@ -448,12 +513,135 @@ pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, St
                     .map_err(|e| format!("--max-backoff: {e}"))?,
             };
             let agent = super::agent::Agent::new(opts).map_err(|e| e.to_string())?;
-            rt.block_on(async move {
+            return rt.block_on(async move {
                 tokio::select! {
                     r = agent.run() => r.map(|_| 0).map_err(|e| e.to_string()),
                     _ = tokio::signal::ctrl_c() => Ok(0),
                 }
-            })
+            });
+        }
+        MinionCommand::Swarm(a) => swarm(rt, a),
+    }
+}
+
+fn swarm(rt: &tokio::runtime::Runtime, a: &SwarmArgs) -> Result<i32, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let names: Vec<String> = (0..a.count)
+        .map(|i| format!("{}{i:04}", a.prefix))
+        .collect();
+    let mut missing = Vec::new();
+    for n in &names {
+        let tree = a.dir.join(n);
+        for sub in ["logs", "certs", "cache", "facts", "resources"] {
+            std::fs::create_dir_all(tree.join(sub)).map_err(|e| e.to_string())?;
+        }
+        let file = tree.join("resources/file");
+        if !file.exists() {
+            std::os::unix::fs::symlink(&exe, &file).map_err(|e| e.to_string())?;
+        }
+        let me = tree.join("facts/me");
+        std::fs::write(&me, format!("#!/bin/sh\necho '\"{n}\"'\n")).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&me, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        if !tree.join("certs/minion.crt").exists() {
+            missing.push(n.clone());
         }
     }
+    if !missing.is_empty() {
+        let m = a.issue_from.as_ref().ok_or_else(|| {
+            format!(
+                "{} minions have no certificate; pass --issue-from MASTER_DIR",
+                missing.len()
+            )
+        })?;
+        let certs = Pki::new(m)
+            .issue_many(&missing, 30.0)
+            .map_err(|e| e.to_string())?;
+        for (n, c) in missing.iter().zip(&certs) {
+            install_minion_cert(&a.dir.join(n).join("certs"), c).map_err(|e| e.to_string())?;
+        }
+    }
+    rt.block_on(async move {
+        for n in &names {
+            let agent = super::agent::Agent::new(super::agent::AgentOptions {
+                minion: a.dir.join(n),
+                master: a.master.clone(),
+                machine_id: format!("swarm-{n}"),
+                max_backoff: Duration::from_secs(5),
+            })
+            .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                if let Err(e) = agent.run().await {
+                    tracing::error!("{e}");
+                }
+            });
+        }
+        eprintln!("ingot minion swarm: {} minions started", names.len());
+        let _ = tokio::signal::ctrl_c().await;
+        Ok(0)
+    })
+}
+
+/// Which agent a unit file is for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum UnitKind {
+    /// `ingot master serve`.
+    Master,
+    /// `ingot minion serve`.
+    Minion,
+}
+
+/// `ingot systemd-unit master|minion`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SystemdUnitArgs {
+    /// master or minion.
+    #[arg(value_enum)]
+    pub kind: UnitKind,
+    /// The master tree (master units).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    pub master_dir: PathBuf,
+    /// The minion tree (minion units).
+    #[arg(long, value_name = "DIR", default_value = minion::DEFAULT_DIR)]
+    pub minion_dir: PathBuf,
+    /// Where the master listens (master units) or is reached (minion units, HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub address: Option<String>,
+}
+
+/// Prints a systemd unit file for the master or the minion agent.
+pub fn systemd_unit(a: &SystemdUnitArgs) -> Result<i32, String> {
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| !p.starts_with("/tmp"))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/ingot"));
+    let (what, exec) = match a.kind {
+        UnitKind::Master => (
+            "master",
+            format!(
+                "{} master --master {} serve --listen {}",
+                exe.display(),
+                a.master_dir.display(),
+                a.address.as_deref().unwrap_or(DEFAULT_LISTEN)
+            ),
+        ),
+        UnitKind::Minion => (
+            "minion",
+            format!(
+                "{} minion serve --minion {} --master {}",
+                exe.display(),
+                a.minion_dir.display(),
+                a.address
+                    .as_deref()
+                    .ok_or("a minion unit needs --address HOST:PORT of the master")?
+            ),
+        ),
+    };
+    print!(
+        "[Unit]\nDescription=ingot {what}\nWants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nType=simple\nExecStart={exec}\nRestart=always\nRestartSec=2\n\
+         Environment=INGOT_LOG=info\nKillMode=mixed\nLimitNOFILE=65536\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    Ok(0)
 }

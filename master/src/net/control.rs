@@ -53,6 +53,9 @@ pub struct RunRequest {
     pub command: Vec<String>,
     /// Do not record.
     pub no_history: bool,
+    /// Minions driven at once (0: all).
+    #[serde(default)]
+    pub concurrency: usize,
 }
 
 /// What a local command asks.
@@ -84,9 +87,10 @@ pub enum ControlReply {
     Error(String),
 }
 
-/// Serves the control socket of `master` forever.
+/// Serves the control socket of `master` forever (mode 0660, owned by `group` when given).
 pub async fn serve(
     path: PathBuf,
+    group: Option<nix::unistd::Gid>,
     hub: Arc<Hub>,
     master: PathBuf,
     history: Option<Arc<History>>,
@@ -94,6 +98,9 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(&path, None, Some(gid)).map_err(std::io::Error::from)?;
+    }
     loop {
         let (stream, _) = listener.accept().await?;
         let hub = hub.clone();
@@ -255,11 +262,16 @@ pub async fn run(
         inner: &*recorder,
         tx,
     };
-    let reports = futures::future::join_all(
-        links
-            .iter()
-            .map(|l| converge(&master_dir, l, &opts, &observer)),
-    )
+    let limit = match req.concurrency {
+        0 => links.len().max(1),
+        n => n,
+    };
+    let permits = tokio::sync::Semaphore::new(limit);
+    let (permits, master_dir, opts, observer) = (&permits, &master_dir, &opts, &observer);
+    let reports: Vec<MinionReport> = futures::future::join_all(links.iter().map(|l| async move {
+        let _permit = permits.acquire().await;
+        converge(master_dir, l, opts, observer).await
+    }))
     .await;
     if let Some(h) = &handle {
         h.finish(run_status(&reports));

@@ -353,6 +353,46 @@ impl Pki {
         })
     }
 
+    /// Issues certificates for many names under one registry update (load tests, fleets).
+    pub fn issue_many(&self, names: &[String], days: f64) -> Result<Vec<MinionCert>> {
+        let issuer = self.issuer()?;
+        let ca_pem = read_string(&self.path("ca.crt"))?;
+        let now = now_secs();
+        let not_after = now + (days * 86400.0) as i64;
+        let mut out = Vec::new();
+        for name in names {
+            check_name(name)?;
+            let mut p = CertificateParams::new(vec![name.to_owned()])?;
+            p.distinguished_name = dn(name);
+            p.not_before = offset(now - 3600);
+            p.not_after = offset(not_after);
+            p.serial_number = Some(random_serial());
+            p.use_authority_key_identifier_extension = true;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let key = KeyPair::generate()?;
+            let cert = p.signed_by(&key, &issuer)?;
+            out.push(MinionCert {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+                ca_pem: ca_pem.clone(),
+                issued: Issued {
+                    fingerprint: fingerprint(cert.der()),
+                    issued: now,
+                    not_after,
+                    revoked: None,
+                },
+            });
+        }
+        let _lock = self.lock()?;
+        let mut reg = self.registry()?;
+        for (name, c) in names.iter().zip(&out) {
+            reg.minions.insert(name.clone(), c.issued.clone());
+        }
+        self.save(&reg)?;
+        Ok(out)
+    }
+
     /// Marks `name`'s certificate revoked: refused at its next handshake.
     pub fn revoke(&self, name: &str) -> Result<Issued> {
         let _lock = self.lock()?;

@@ -407,10 +407,8 @@ fn observe(d: &Desired) -> Result<Value, ResourceError> {
                     // The observed text under the desired field's name, so a plan can show a
                     // real diff; only for small UTF-8 files asked for by `content`.
                     if *field == "content" && m.len() <= OBSERVED_CONTENT_MAX {
-                        if let Ok(text) = fs::read(&d.path).map(String::from_utf8) {
-                            if let Ok(text) = text {
-                                out.insert("content".into(), json!(text));
-                            }
+                        if let Ok(Ok(text)) = fs::read(&d.path).map(String::from_utf8) {
+                            out.insert("content".into(), json!(text));
                         }
                     }
                     if &want != sha {
