@@ -52,6 +52,8 @@ enum Command {
     Manage(master::net::cli::ManageArgs),
     /// Print a systemd unit file for the master or the minion agent.
     SystemdUnit(master::net::cli::SystemdUnitArgs),
+    /// Bootstrap hosts over SSH from catalogs (RUN, ADD, GET; builtin:install|rotate|upgrade).
+    Bootstrap(master::bootstrap::BootstrapArgs),
     /// Benchmark workloads on real processes and files.
     Bench {
         #[command(subcommand)]
@@ -174,6 +176,7 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         Command::Minion(a) => master::net::cli::minion(&rt, &a).map_err(anyhow::Error::msg),
         Command::Manage(a) => master::net::cli::manage(&rt, &a).map_err(anyhow::Error::msg),
         Command::SystemdUnit(a) => master::net::cli::systemd_unit(&a).map_err(anyhow::Error::msg),
+        Command::Bootstrap(a) => Ok(master::bootstrap::cli(&rt, &a)),
         Command::Bench {
             what: BenchWhat::Apply(a),
         } => master::bench::bench_apply(&rt, &a).map_err(anyhow::Error::msg),

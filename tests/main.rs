@@ -3,6 +3,7 @@
 mod util;
 
 mod apply;
+mod bootstrap;
 mod directord_local;
 mod minion_core;
 mod net_loopback;

@@ -349,3 +349,102 @@ fn work_done_while_disconnected_is_delivered_once_after_reconnecting() {
     // Events sent before the cut and replayed after it are not stored twice.
     assert_eq!(shown.matches("far/facts/me").count(), 1, "{shown}");
 }
+
+#[test]
+fn enrollment_without_copying_keys_by_token_or_by_the_operator() {
+    let mut fleet = Fleet::start(5);
+    let d = fleet.path().to_owned();
+    let enroll_addr = format!("127.0.0.1:{}", fleet.enroll_port);
+    let ca = fleet.master_dir().join("certs/ca.crt");
+    let enroll = |name: &str, extra: &[&str]| {
+        let tree = d.join(name);
+        assert!(output(ingot(&d).args(["init", "minion"]).arg(&tree))
+            .status
+            .success());
+        crate::util::script(
+            &tree.join("facts/me"),
+            &format!("#!/bin/sh\necho '\"{name}\"'\n"),
+        );
+        let mut c = ingot(&d);
+        c.args([
+            "minion",
+            "enroll",
+            "--minion",
+            name,
+            "--master",
+            &enroll_addr,
+            "--name",
+            name,
+        ])
+        .arg("--ca")
+        .arg(&ca)
+        .args(extra);
+        c
+    };
+
+    // With a one-time token: accepted at once; the token does not work twice.
+    let token = output(ingot(&d).args(["certs", "token", "--master", "m"]));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let out = output(&mut enroll("tok", &["--token", &token, "--wait", "0"]));
+    assert!(out.status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(d.join("tok/certs/minion.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let out = output(&mut enroll("tok2", &["--token", &token, "--wait", "0"]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a used token must not accept again"
+    );
+
+    // Without: pending until the operator accepts.
+    let mut waiting = enroll("ops", &["--wait", "30"]).spawn().unwrap();
+    let listed = wait_for(Duration::from_secs(10), || {
+        let out = ingot(&d)
+            .args(["certs", "pending", "--master", "m", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .contains("\"ops\"")
+            .then_some(())
+    });
+    assert!(listed.is_some(), "ops not pending");
+    assert!(
+        output(ingot(&d).args(["certs", "accept", "ops", "--master", "m"]))
+            .status
+            .success()
+    );
+    assert!(waiting.wait().unwrap().success());
+
+    // Rejected requests fail.
+    let mut rejected = enroll("nope", &["--wait", "30"]).spawn().unwrap();
+    let listed = wait_for(Duration::from_secs(10), || {
+        let out = ingot(&d)
+            .args(["certs", "pending", "--master", "m", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .contains("\"nope\"")
+            .then_some(())
+    });
+    assert!(listed.is_some());
+    assert!(
+        output(ingot(&d).args(["certs", "reject", "nope", "--master", "m"]))
+            .status
+            .success()
+    );
+    assert_eq!(rejected.wait().unwrap().code(), Some(1));
+
+    // The enrolled minions work like issued ones.
+    fleet.start_minion("tok", "m-tok", None);
+    fleet.start_minion("ops", "m-ops", None);
+    fleet.wait_connected(&["tok", "ops"]);
+    let (code, doc) = fleet.run(&["tok", "ops"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(report(&doc, "ops")["status"], "changed");
+    // The CA key never left the master.
+    assert!(!d.join("ops/certs/ca.key").exists());
+}

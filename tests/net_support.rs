@@ -16,6 +16,7 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     host: String,
     pub port: u16,
+    pub enroll_port: u16,
     master: Option<Child>,
     minions: Vec<(String, Child)>,
 }
@@ -54,6 +55,7 @@ impl Fleet {
             dir,
             host: host.to_owned(),
             port: 0,
+            enroll_port: 0,
             master: None,
             minions: Vec::new(),
         };
@@ -80,6 +82,7 @@ impl Fleet {
             .env("INGOT_LOG", "info")
             .args(["master", "--master", "m", "serve", "--listen", &listen])
             .args(["--heartbeat", "1", "--grace", &grace.to_string()])
+            .args(["--enroll-listen", &format!("{}:0", self.host)])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -97,6 +100,14 @@ impl Fleet {
         })
         .unwrap_or_else(|| panic!("the master did not start: {}", self.master_log()));
         self.port = port;
+        let text = self.master_log();
+        self.enroll_port = text
+            .split("enrollment on ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no enrollment port: {text}"));
     }
 
     pub fn master_log(&self) -> String {

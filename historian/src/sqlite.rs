@@ -68,13 +68,70 @@ const MIGRATIONS: &[&str] = &[
         raw BLOB
     );
     CREATE INDEX events_run ON events(run_id, id);",
+    // 2: events keyed by (run, position in the run) packed into the rowid, so an insert touches
+    // one B-tree (no separate index) and a run's events are one contiguous rowid range. The run
+    // stays visible to SQL as the virtual (computed, not stored) column `run_id`.
+    "CREATE TABLE events_v2 (
+        id INTEGER PRIMARY KEY,
+        minion TEXT NOT NULL,
+        step INTEGER,
+        name TEXT,
+        ts_us INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        raw BLOB,
+        run_id INTEGER GENERATED ALWAYS AS (id >> 36) VIRTUAL
+    );
+    INSERT INTO events_v2 (id, minion, step, name, ts_us, key, data, raw)
+        SELECT (run_id << 36) + row_number() OVER (PARTITION BY run_id ORDER BY id),
+            minion, step, name, ts_us, key, data, raw
+        FROM events ORDER BY run_id, id;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;",
 ];
+
+/// An event's rowid is `(run << RUN_SHIFT) + n`, `n` counting the run's events from 1
+/// (matches migration 2): 2^27 runs of up to 2^36 - 1 events each.
+const RUN_SHIFT: u32 = 36;
+
+/// The rowids of `run`'s events lie strictly between these two.
+fn run_range(run: i64) -> Result<(i64, i64)> {
+    if !(0..1 << (63 - RUN_SHIFT)).contains(&run) {
+        return Err(Error::Writer(format!("run key {run} out of range")));
+    }
+    Ok((run << RUN_SHIFT, (run + 1) << RUN_SHIFT))
+}
+
+/// Events per multi-row `INSERT` (then smaller statements for the rest of a batch): one
+/// statement execution per chunk instead of per event.
+const INSERT_CHUNKS: [usize; 4] = [128, 32, 8, 1];
+
+/// `INSERT INTO events ... VALUES (...), (...)` with `rows` rows of [`EVENT_COLS`] parameters.
+fn insert_events_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO events (id, minion, step, name, ts_us, key, data, raw) VALUES ");
+    for i in 0..rows {
+        sql.push_str(if i == 0 {
+            "(?,?,?,?,?,?,?,?)"
+        } else {
+            ",(?,?,?,?,?,?,?,?)"
+        });
+    }
+    sql
+}
+
+/// Parameters per event row.
+const EVENT_COLS: usize = 8;
 
 /// An open SQLite history database.
 pub(crate) struct Sqlite {
     conn: Connection,
     /// (run, minion) pairs already in `run_minions`.
     seen: HashSet<(i64, Arc<str>)>,
+    /// The next event rowid of each run this connection has written to.
+    next_event: HashMap<i64, i64>,
+    /// [`insert_events_sql`] for each of [`INSERT_CHUNKS`].
+    insert_sql: Vec<String>,
 }
 
 impl Sqlite {
@@ -132,6 +189,11 @@ impl Sqlite {
         Ok(Self {
             conn,
             seen: HashSet::new(),
+            next_event: HashMap::new(),
+            insert_sql: INSERT_CHUNKS
+                .iter()
+                .map(|&n| insert_events_sql(n))
+                .collect(),
         })
     }
 
@@ -194,116 +256,212 @@ fn insert_step(tx: &rusqlite::Transaction<'_>, s: &StepWrite) -> rusqlite::Resul
     Ok(())
 }
 
+/// An event waiting in [`Sqlite::write_batch`] for its multi-row `INSERT`.
+struct PendingEvent<'a> {
+    id: i64,
+    minion: &'a str,
+    step: Option<i64>,
+    event: &'a channel3::Event,
+}
+
+/// Inserts `rows` (all of them) with the largest statements of [`INSERT_CHUNKS`] that fit.
+fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &[String],
+    rows: &[PendingEvent<'_>],
+) -> rusqlite::Result<()> {
+    let mut rest = rows;
+    for (&n, sql) in INSERT_CHUNKS.iter().zip(sql) {
+        if rest.len() < n {
+            continue;
+        }
+        let mut st = tx.prepare_cached(sql)?;
+        while rest.len() >= n {
+            let (chunk, tail) = rest.split_at(n);
+            for (i, e) in chunk.iter().enumerate() {
+                let p = i * EVENT_COLS;
+                let m = &e.event.message;
+                st.raw_bind_parameter(p + 1, e.id)?;
+                st.raw_bind_parameter(p + 2, e.minion)?;
+                st.raw_bind_parameter(p + 3, e.step)?;
+                st.raw_bind_parameter(p + 4, m.name.as_deref())?;
+                st.raw_bind_parameter(p + 5, e.event.ts.0)?;
+                st.raw_bind_parameter(p + 6, m.key.as_str())?;
+                st.raw_bind_parameter(p + 7, m.data.get())?;
+                st.raw_bind_parameter(p + 8, m.raw.as_deref())?;
+            }
+            st.raw_execute()?;
+            rest = tail;
+        }
+    }
+    Ok(())
+}
+
+/// The next event rowid of `run`: one past the last stored (only this writer adds events to
+/// the runs it started, so after the first lookup a counter in memory is enough).
+fn first_free_event(tx: &rusqlite::Transaction<'_>, run: i64) -> Result<i64> {
+    let (lo, hi) = run_range(run)?;
+    let last: Option<i64> = tx
+        .prepare_cached("SELECT max(id) FROM events WHERE id > ?1 AND id < ?2")?
+        .query_row([lo, hi], |r| r.get(0))?;
+    Ok(last.unwrap_or(lo) + 1)
+}
+
 impl WriteBackend for Sqlite {
     fn write_batch(&mut self, ops: &[Op]) -> Result<Vec<i64>> {
+        let result = self.write_batch_tx(ops);
+        if result.is_err() {
+            // Rolled back: the counters may have run ahead of what is stored.
+            self.next_event.clear();
+        }
+        result
+    }
+}
+
+impl Sqlite {
+    fn write_batch_tx(&mut self, ops: &[Op]) -> Result<Vec<i64>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut keys = Vec::new();
-        let mut counts: HashMap<i64, i64> = HashMap::new();
+        // Events per run in this batch, the current run's counter kept out of the map.
+        let mut counts: Vec<(i64, i64)> = Vec::new();
         let mut new_pairs: Vec<(i64, Arc<str>)> = Vec::new();
         let mut last_pair: Option<(i64, &Arc<str>)> = None;
-        {
-            let mut ins_event = tx.prepare_cached(
-                "INSERT INTO events (run_id, minion, step, name, ts_us, key, data, raw)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-            )?;
-            for op in ops {
-                match op {
-                    Op::Event {
-                        run,
-                        minion,
-                        step,
-                        event,
-                    } => {
-                        let m = &event.message;
-                        ins_event.execute(params![
-                            run,
-                            &**minion,
-                            step,
-                            m.name,
-                            event.ts.0,
-                            m.key,
-                            m.data.get(),
-                            m.raw.as_deref(),
-                        ])?;
-                        *counts.entry(*run).or_default() += 1;
-                        if last_pair.as_ref() != Some(&(*run, minion)) {
-                            let pair = (*run, minion.clone());
-                            if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
-                                new_pairs.push(pair);
-                            }
-                            last_pair = Some((*run, minion));
+        let max_chunk = INSERT_CHUNKS[0];
+        let mut pending: Vec<PendingEvent<'_>> = Vec::with_capacity(max_chunk);
+        // (run, next rowid) of the run of the last event.
+        let mut cur: Option<(i64, i64)> = None;
+        let next_event = &mut self.next_event;
+        let insert_sql = &self.insert_sql;
+        for op in ops {
+            if let Op::Event {
+                run,
+                minion,
+                step,
+                event,
+            } = op
+            {
+                let next = match &mut cur {
+                    Some((r, next)) if r == run => next,
+                    _ => {
+                        if let Some((r, n)) = cur.take() {
+                            next_event.insert(r, n);
                         }
-                    }
-                    Op::StartRun {
-                        uuid,
-                        meta,
-                        started,
-                        ..
-                    } => {
-                        tx.prepare_cached(
-                            "INSERT INTO runs (uuid, command, user, targets, started_us, status)
-                             VALUES (?1,?2,?3,?4,?5,'running')",
-                        )?
-                        .execute(params![
-                            uuid,
-                            serde_json::to_string(&meta.command).unwrap_or_default(),
-                            meta.user,
-                            serde_json::to_string(&meta.targets).unwrap_or_default(),
-                            started.0,
-                        ])?;
-                        keys.push(tx.last_insert_rowid());
-                    }
-                    Op::FinishRun { run, status, ended } => {
-                        tx.prepare_cached(
-                            "UPDATE runs SET status = ?1, ended_us = ?2 WHERE id = ?3",
-                        )?
-                        .execute(params![
-                            status.as_str(),
-                            ended.0,
-                            run
-                        ])?;
-                    }
-                    Op::Step(s) => {
-                        insert_step(&tx, s)?;
-                        let pair = (s.run, Arc::from(s.minion.as_str()));
-                        if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
-                            new_pairs.push(pair);
+                        let n = match next_event.get(run) {
+                            Some(&n) => n,
+                            None => first_free_event(&tx, *run)?,
+                        };
+                        if n.saturating_add(ops.len() as i64) >= run_range(*run)?.1 {
+                            return Err(Error::Writer(format!(
+                                "run key {run} has too many events"
+                            )));
                         }
+                        &mut cur.insert((*run, n)).1
                     }
-                    Op::StepEnd { run, no, end } => {
-                        tx.prepare_cached(
-                            "UPDATE steps SET before = ?1, after = ?2, outcome = ?3,
-                                duration_us = ?4, error = ?5 WHERE run_id = ?6 AND no = ?7",
-                        )?
-                        .execute(params![
-                            end.before,
-                            end.after,
-                            end.outcome.as_str(),
-                            end.duration_us,
-                            end.error,
-                            run,
-                            no
-                        ])?;
-                    }
-                    Op::Flush(_) | Op::Stop => {}
+                };
+                pending.push(PendingEvent {
+                    id: *next,
+                    minion,
+                    step: *step,
+                    event,
+                });
+                *next += 1;
+                match counts.last_mut() {
+                    Some((r, n)) if r == run => *n += 1,
+                    _ => match counts.iter_mut().find(|(r, _)| r == run) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((*run, 1)),
+                    },
                 }
+                if last_pair.as_ref() != Some(&(*run, minion)) {
+                    let pair = (*run, minion.clone());
+                    if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
+                        new_pairs.push(pair);
+                    }
+                    last_pair = Some((*run, minion));
+                }
+                if pending.len() == max_chunk {
+                    insert_events(&tx, insert_sql, &pending)?;
+                    pending.clear();
+                }
+                continue;
             }
-            for (run, n) in &counts {
-                tx.prepare_cached("UPDATE runs SET events = events + ?1 WHERE id = ?2")?
-                    .execute(params![n, run])?;
+            // Keep the order of the batch: the events before this operation go first.
+            insert_events(&tx, insert_sql, &pending)?;
+            pending.clear();
+            match op {
+                Op::Event { .. } => unreachable!("handled above"),
+                Op::StartRun {
+                    uuid,
+                    meta,
+                    started,
+                    ..
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO runs (uuid, command, user, targets, started_us, status)
+                         VALUES (?1,?2,?3,?4,?5,'running')",
+                    )?
+                    .execute(params![
+                        uuid,
+                        serde_json::to_string(&meta.command).unwrap_or_default(),
+                        meta.user,
+                        serde_json::to_string(&meta.targets).unwrap_or_default(),
+                        started.0,
+                    ])?;
+                    keys.push(tx.last_insert_rowid());
+                }
+                Op::FinishRun { run, status, ended } => {
+                    tx.prepare_cached("UPDATE runs SET status = ?1, ended_us = ?2 WHERE id = ?3")?
+                        .execute(params![status.as_str(), ended.0, run])?;
+                }
+                Op::Step(s) => {
+                    insert_step(&tx, s)?;
+                    let pair = (s.run, Arc::from(s.minion.as_str()));
+                    if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
+                        new_pairs.push(pair);
+                    }
+                }
+                Op::StepEnd { run, no, end } => {
+                    tx.prepare_cached(
+                        "UPDATE steps SET before = ?1, after = ?2, outcome = ?3,
+                            duration_us = ?4, error = ?5 WHERE run_id = ?6 AND no = ?7",
+                    )?
+                    .execute(params![
+                        end.before,
+                        end.after,
+                        end.outcome.as_str(),
+                        end.duration_us,
+                        end.error,
+                        run,
+                        no
+                    ])?;
+                }
+                Op::Flush(_) | Op::Stop => {}
             }
-            for (run, minion) in &new_pairs {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO run_minions (run_id, minion) VALUES (?1, ?2)",
-                )?
-                .execute(params![run, &**minion])?;
-            }
+        }
+        insert_events(&tx, insert_sql, &pending)?;
+        drop(pending);
+        if let Some((r, n)) = cur {
+            next_event.insert(r, n);
+        }
+        for (run, n) in &counts {
+            tx.prepare_cached("UPDATE runs SET events = events + ?1 WHERE id = ?2")?
+                .execute(params![n, run])?;
+        }
+        for (run, minion) in &new_pairs {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO run_minions (run_id, minion) VALUES (?1, ?2)",
+            )?
+            .execute(params![run, &**minion])?;
         }
         tx.commit()?;
         if self.seen.len() > 100_000 {
             self.seen.clear();
+        }
+        if self.next_event.len() > 10_000 {
+            // Forgotten runs are looked up again (one indexed query) if they write more.
+            self.next_event.clear();
         }
         self.seen.extend(new_pairs);
         Ok(keys)
@@ -450,10 +608,13 @@ impl ReadBackend for Sqlite {
     fn events(&mut self, run: i64, after: i64, limit: usize) -> Result<Vec<EventRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, minion, step, name, ts_us, key, data, raw FROM events
-             WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+             WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3",
         )?;
+        let Ok((lo, hi)) = run_range(run) else {
+            return Ok(Vec::new());
+        };
         let rows = st
-            .query_map(params![run, after, limit as i64], |r| {
+            .query_map(params![after.max(lo), hi, limit as i64], |r| {
                 Ok(EventRow {
                     seq: r.get(0)?,
                     minion: r.get(1)?,
@@ -497,7 +658,8 @@ impl ReadBackend for Sqlite {
         }
         if !dry_run {
             for k in &keys {
-                tx.execute("DELETE FROM events WHERE run_id = ?1", [k])?;
+                let (lo, hi) = run_range(*k)?;
+                tx.execute("DELETE FROM events WHERE id > ?1 AND id < ?2", [lo, hi])?;
                 tx.execute("DELETE FROM steps WHERE run_id = ?1", [k])?;
                 tx.execute("DELETE FROM run_minions WHERE run_id = ?1", [k])?;
                 tx.execute("DELETE FROM runs WHERE id = ?1", [k])?;
@@ -563,5 +725,68 @@ impl ReadBackend for Sqlite {
                 .collect::<rusqlite::Result<_>>()?;
         }
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod perf_probe {
+    use super::*;
+    use crate::model::RunMeta;
+
+    fn event(i: u64) -> channel3::Event {
+        channel3::Event::now(channel3::Message::new(
+            Some("app/worker".into()),
+            &channel3::Body::Stdout(channel3::Line::from_bytes(
+                format!("request {i} served in 3ms\n").as_bytes(),
+            )),
+        ))
+    }
+
+    /// `cargo test -p historian --release --lib -- --ignored probe_write_batch --nocapture`
+    #[test]
+    #[ignore = "timing probe"]
+    fn probe_write_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Sqlite::open_rw(&dir.path().join("h.db")).unwrap();
+        let (reply, _rx) = std::sync::mpsc::sync_channel(1);
+        let key = db
+            .write_batch(&[Op::StartRun {
+                uuid: "x".into(),
+                meta: RunMeta::current(vec![]),
+                started: channel3::Timestamp::now(),
+                reply,
+            }])
+            .unwrap()[0];
+        let minion: Arc<str> = Arc::from("web1");
+        for batch in [256usize, 4096, 16384] {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let total = 200_000u64;
+                let mut ops: Vec<Vec<Op>> = Vec::new();
+                let mut n = 0;
+                while n < total {
+                    let v: Vec<Op> = (0..batch as u64)
+                        .map(|i| Op::Event {
+                            run: key,
+                            minion: minion.clone(),
+                            step: None,
+                            event: event(n + i),
+                        })
+                        .collect();
+                    n += batch as u64;
+                    ops.push(v);
+                }
+                let t = std::time::Instant::now();
+                for v in &ops {
+                    db.write_batch(v).unwrap();
+                }
+                let rate = n as f64 / t.elapsed().as_secs_f64();
+                best = best.min(1e9 / rate);
+            }
+            eprintln!(
+                "batch {batch}: best {best:.0} ns/event = {:.0} events/s",
+                1e9 / best
+            );
+        }
     }
 }

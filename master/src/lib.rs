@@ -12,6 +12,7 @@
 pub mod actors;
 pub mod apply;
 pub mod bench;
+pub mod bootstrap;
 pub mod choreograph;
 pub mod cli;
 pub mod documents;

@@ -56,6 +56,27 @@ pub enum CertsCommand {
         /// The minion.
         name: String,
     },
+    /// Enrollment requests waiting for accept or reject.
+    Pending {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept NAME's enrollment: its key is signed; it picks the certificate up itself.
+    Accept {
+        /// The minion.
+        name: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365.0)]
+        days: f64,
+    },
+    /// Reject NAME's enrollment.
+    Reject {
+        /// The minion.
+        name: String,
+    },
+    /// Print a one-time token: `ingot minion enroll --token T` is then accepted at once.
+    Token,
 }
 
 fn fmt_time(secs: i64) -> String {
@@ -126,6 +147,35 @@ pub fn certs(args: &CertsArgs) -> Result<i32, String> {
                 }
             }
         }
+        CertsCommand::Pending { json } => {
+            let p = pki.pending();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&p).expect("serializes"));
+            } else {
+                println!("{:<24} {:<21} {:<22} KEY", "NAME", "REQUESTED", "FROM");
+                for r in p {
+                    println!(
+                        "{:<24} {:<21} {:<22} {}…",
+                        r.name,
+                        fmt_time(r.requested),
+                        r.address,
+                        &r.public_key[..16.min(r.public_key.len())]
+                    );
+                }
+            }
+        }
+        CertsCommand::Accept { name, days } => {
+            let r = pki.accept(name, *days).map_err(|e| e.to_string())?;
+            println!(
+                "accepted {name} (from {}): it picks its certificate up at its next attempt",
+                r.address
+            );
+        }
+        CertsCommand::Reject { name } => {
+            pki.reject(name).map_err(|e| e.to_string())?;
+            println!("rejected {name}");
+        }
+        CertsCommand::Token => println!("{}", pki.new_token().map_err(|e| e.to_string())?),
         CertsCommand::Revoke { name } => {
             pki.revoke(name).map_err(|e| e.to_string())?;
             println!("revoked {name}: refused at its next handshake (and cut within one heartbeat if connected)");
@@ -176,6 +226,9 @@ pub struct ServeArgs {
     /// Record into this history (default: MASTER/logs/history.db).
     #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
     pub history: Option<String>,
+    /// Also accept enrollment requests (`ingot minion enroll`) on this address.
+    #[arg(long, value_name = "ADDR", env = "INGOT_ENROLL_LISTEN")]
+    pub enroll_listen: Option<String>,
     /// Group owning the control socket MASTER/master.sock (mode 0660), so its members may run
     /// `ingot master run` / `ingot manage` without being root.
     #[arg(long, value_name = "GROUP", env = "INGOT_SOCKET_GROUP")]
@@ -229,6 +282,32 @@ pub enum MinionCommand {
     Serve(MinionServeArgs),
     /// Run N minion identities in one process (load tests, as Salt's minionswarm).
     Swarm(SwarmArgs),
+    /// Get a certificate: generate the key here, have the master sign it (after `ingot certs
+    /// accept NAME`, or at once with --token).
+    Enroll(EnrollArgs),
+}
+
+/// `ingot minion enroll`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnrollArgs {
+    /// The minion tree (the key and certificate go to its certs/).
+    #[arg(long, value_name = "DIR", env = "INGOT_MINION", default_value = minion::DEFAULT_DIR)]
+    pub minion: PathBuf,
+    /// The master's enrollment address HOST:PORT (`master serve --enroll-listen`).
+    #[arg(long = "master", value_name = "HOST:PORT")]
+    pub master: String,
+    /// The master's CA certificate (MASTER/certs/ca.crt; public, safe to copy).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+    /// The name to ask for (default: this host's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A one-time token from `ingot certs token`.
+    #[arg(long, env = "INGOT_ENROLL_TOKEN")]
+    pub token: Option<String>,
+    /// Seconds to wait for the operator to accept (exit 3 when still pending).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub wait: u64,
 }
 
 /// `ingot minion swarm`.
@@ -337,6 +416,25 @@ async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
         })?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let sock = master.join(control::SOCKET);
+    let enroll_task = match &args.enroll_listen {
+        None => None,
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--enroll-listen {addr}: {e}"))?;
+            eprintln!(
+                "ingot master: enrollment on {}",
+                l.local_addr().map_err(|e| e.to_string())?
+            );
+            let cfg = super::enroll::server_config(&pki)?;
+            Some(tokio::spawn(super::enroll::serve(
+                l,
+                cfg,
+                pki.clone(),
+                365.0,
+            )))
+        }
+    };
     eprintln!(
         "ingot master: listening on {local}, control socket {}",
         sock.display()
@@ -368,6 +466,9 @@ async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
         _ = net => Err("the listener stopped".to_string()),
     };
     let _ = std::fs::remove_file(&sock);
+    if let Some(t) = enroll_task {
+        t.abort();
+    }
     if let Some(h) = history {
         if let Err(e) = h.flush() {
             eprintln!("ingot: warning: history may be incomplete: {e}");
@@ -521,6 +622,30 @@ pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, St
             });
         }
         MinionCommand::Swarm(a) => swarm(rt, a),
+        MinionCommand::Enroll(a) => {
+            let o = super::enroll::EnrollOptions {
+                minion: a.minion.clone(),
+                master: a.master.clone(),
+                ca: a.ca.clone(),
+                name: a.name.clone().unwrap_or_else(super::enroll::default_name),
+                token: a.token.clone(),
+                wait: Duration::from_secs(a.wait),
+            };
+            match rt.block_on(super::enroll::enroll(&o))? {
+                true => {
+                    println!(
+                        "enrolled as {}: {}",
+                        o.name,
+                        o.minion.join("certs/minion.crt").display()
+                    );
+                    Ok(0)
+                }
+                false => {
+                    eprintln!("ingot: still pending after {}s", a.wait);
+                    Ok(3)
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod control;
+pub mod enroll;
 pub mod pki;
 pub mod server;
 pub mod tls;

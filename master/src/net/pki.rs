@@ -421,6 +421,200 @@ impl Pki {
     }
 }
 
+/// A P-256 public key sent by an enrolling minion (its uncompressed point, as
+/// `KeyPair::public_key_raw` gives it): the private key never leaves the minion.
+#[derive(Debug, Clone)]
+pub struct RawPublicKey(pub Vec<u8>);
+
+impl RawPublicKey {
+    /// Parses lowercase or uppercase hex of a 65-byte uncompressed P-256 point.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 130 {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        bytes.filter(|b| b[0] == 4).map(Self)
+    }
+
+    /// Hex of the point.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl rcgen::PublicKeyData for RawPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+/// An enrollment request waiting for `ingot certs accept|reject NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The name asked for.
+    pub name: String,
+    /// The public key (hex).
+    pub public_key: String,
+    /// Where it came from.
+    pub address: String,
+    /// Unix seconds.
+    pub requested: i64,
+}
+
+/// What the master answers an enrolling minion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrollment {
+    /// Signed: the certificate PEM.
+    Issued(String),
+    /// Waiting for the operator.
+    Pending,
+    /// The operator rejected this key for this name.
+    Rejected,
+}
+
+impl Pki {
+    fn sub(&self, dir: &str, name: &str) -> PathBuf {
+        self.dir.join(dir).join(format!("{name}.json"))
+    }
+
+    fn issue_for_key(&self, name: &str, key: &RawPublicKey, days: f64) -> Result<String> {
+        let issuer = self.issuer()?;
+        let now = now_secs();
+        let not_after = now + (days * 86400.0) as i64;
+        let mut p = CertificateParams::new(vec![name.to_owned()])?;
+        p.distinguished_name = dn(name);
+        p.not_before = offset(now - 3600);
+        p.not_after = offset(not_after);
+        p.serial_number = Some(random_serial());
+        p.use_authority_key_identifier_extension = true;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(key, &issuer)?;
+        let _lock = self.lock()?;
+        let mut reg = self.registry()?;
+        reg.minions.insert(
+            name.to_owned(),
+            Issued {
+                fingerprint: fingerprint(cert.der()),
+                issued: now,
+                not_after,
+                revoked: None,
+            },
+        );
+        self.save(&reg)?;
+        let done = serde_json::json!({"public_key": key.to_hex(), "cert": cert.pem()});
+        let path = self.sub("enrolled", name);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io_at(&path))?;
+        write_file(&path, done.to_string().as_bytes(), 0o600)?;
+        Ok(cert.pem())
+    }
+
+    /// Creates a one-time enrollment token: a minion presenting it is accepted at once.
+    pub fn new_token(&self) -> Result<String> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.dir.join("tokens");
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        write_file(&dir.join(&token), b"", 0o600)?;
+        Ok(token)
+    }
+
+    /// Handles an enrollment request from `address`.
+    pub fn enroll(
+        &self,
+        name: &str,
+        key: &RawPublicKey,
+        token: Option<&str>,
+        address: &str,
+        days: f64,
+    ) -> Result<Enrollment> {
+        check_name(name)?;
+        let hex = key.to_hex();
+        let read = |dir: &str| -> Option<serde_json::Value> {
+            serde_json::from_slice(&std::fs::read(self.sub(dir, name)).ok()?).ok()
+        };
+        if let Some(done) = read("enrolled") {
+            if done["public_key"] == hex.as_str() {
+                if let Some(cert) = done["cert"].as_str() {
+                    return Ok(Enrollment::Issued(cert.to_owned()));
+                }
+            }
+        }
+        if read("rejected").is_some_and(|r| r["public_key"] == hex.as_str()) {
+            return Ok(Enrollment::Rejected);
+        }
+        if let Some(t) = token.filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            // One-time: whoever removes the file first uses it.
+            if std::fs::remove_file(self.dir.join("tokens").join(t)).is_ok() {
+                let _ = std::fs::remove_file(self.sub("pending", name));
+                return self.issue_for_key(name, key, days).map(Enrollment::Issued);
+            }
+        }
+        let req = EnrollRequest {
+            name: name.into(),
+            public_key: hex,
+            address: address.into(),
+            requested: now_secs(),
+        };
+        let path = self.sub("pending", name);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io_at(&path))?;
+        write_file(&path, &serde_json::to_vec(&req).expect("serializes"), 0o600)?;
+        Ok(Enrollment::Pending)
+    }
+
+    /// Enrollment requests waiting for the operator.
+    pub fn pending(&self) -> Vec<EnrollRequest> {
+        let mut v: Vec<EnrollRequest> = std::fs::read_dir(self.dir.join("pending"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn take_pending(&self, name: &str) -> Result<EnrollRequest> {
+        let path = self.sub("pending", name);
+        let req: EnrollRequest = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                PkiError::Unknown(format!(
+                    "{name} (no pending enrollment; see `ingot certs pending`)"
+                ))
+            })?;
+        let _ = std::fs::remove_file(&path);
+        Ok(req)
+    }
+
+    /// Accepts `name`'s pending request: signs its key (picked up at its next attempt).
+    pub fn accept(&self, name: &str, days: f64) -> Result<EnrollRequest> {
+        let req = self.take_pending(name)?;
+        let key = RawPublicKey::from_hex(&req.public_key).ok_or_else(|| PkiError::Pem {
+            path: self.sub("pending", name),
+            message: "not a P-256 public key".into(),
+        })?;
+        self.issue_for_key(name, &key, days)?;
+        Ok(req)
+    }
+
+    /// Rejects `name`'s pending request.
+    pub fn reject(&self, name: &str) -> Result<EnrollRequest> {
+        let req = self.take_pending(name)?;
+        let path = self.sub("rejected", name);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io_at(&path))?;
+        write_file(&path, &serde_json::to_vec(&req).expect("serializes"), 0o600)?;
+        Ok(req)
+    }
+}
+
 fn dn(cn: &str) -> DistinguishedName {
     let mut d = DistinguishedName::new();
     d.push(DnType::CommonName, cn);

@@ -158,6 +158,22 @@ pub enum Frame {
         /// The ping's number.
         n: u64,
     },
+    /// Minion → master (enrollment port): sign my key under this name.
+    Enroll {
+        /// The name asked for.
+        name: String,
+        /// Hex of the P-256 public key (uncompressed point).
+        public_key: String,
+        /// A one-time token from `ingot certs token`, for acceptance without the operator.
+        token: Option<String>,
+    },
+    /// Master → minion: the signed certificate.
+    Enrolled {
+        /// PEM.
+        cert: String,
+    },
+    /// Master → minion: waiting for `ingot certs accept NAME`.
+    EnrollPending,
 }
 
 impl Frame {

@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::user::common::{self, diff, parse, Presence, Tool};
 use super::{Resource, ResourceError};
@@ -96,32 +96,11 @@ fn read_group(
 fn observe(d: &GroupState) -> Result<Value, ResourceError> {
     let root = common::alt_root(d.root.as_deref())?;
     let g = read_group(root.as_deref(), &d.name, d.password.is_some())?;
-    let mut o = Map::new();
-    o.insert("kind".into(), json!(KIND));
-    o.insert("name".into(), json!(d.name));
-    if let Some(r) = &d.root {
-        o.insert("root".into(), json!(r));
-    }
-    let mut changes = Map::new();
+    let (mut o, mut changes) =
+        common::account_head(KIND, &d.name, d.root.as_deref(), g.is_some(), d.state);
     let Some(g) = g else {
-        o.insert("exists".into(), json!(false));
-        o.insert("state".into(), json!("absent"));
-        diff(
-            &mut changes,
-            "state",
-            &json!("absent"),
-            &json!(d.state.as_str()),
-        );
         return Ok(common::with_changes(o, changes));
     };
-    o.insert("exists".into(), json!(true));
-    o.insert("state".into(), json!("present"));
-    diff(
-        &mut changes,
-        "state",
-        &json!("present"),
-        &json!(d.state.as_str()),
-    );
     o.insert("gid".into(), json!(g.gid));
     o.insert("members".into(), json!(g.members));
     let set = g

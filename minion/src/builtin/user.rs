@@ -22,7 +22,7 @@
 //! clear error.
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{Resource, ResourceError};
 use common::{diff, parse, Presence, Tool};
@@ -113,6 +113,34 @@ pub(crate) mod common {
     }
 
     /// Adds `changes` to an observed state when there are any.
+    /// The start of an account observation (`user`, `group`): kind, name, root, whether it
+    /// exists, and the `state` change when that differs from what is wanted.
+    pub(crate) fn account_head(
+        kind: &str,
+        name: &str,
+        root: Option<&str>,
+        exists: bool,
+        want: Presence,
+    ) -> (Map<String, Value>, Map<String, Value>) {
+        let mut o = Map::new();
+        o.insert("kind".into(), serde_json::json!(kind));
+        o.insert("name".into(), serde_json::json!(name));
+        if let Some(r) = root {
+            o.insert("root".into(), serde_json::json!(r));
+        }
+        let have = if exists { "present" } else { "absent" };
+        o.insert("exists".into(), serde_json::json!(exists));
+        o.insert("state".into(), serde_json::json!(have));
+        let mut changes = Map::new();
+        diff(
+            &mut changes,
+            "state",
+            &serde_json::json!(have),
+            &serde_json::json!(want.as_str()),
+        );
+        (o, changes)
+    }
+
     pub(crate) fn with_changes(
         mut observed: Map<String, Value>,
         changes: Map<String, Value>,
@@ -592,32 +620,11 @@ fn hash_is_set(hash: &str) -> bool {
 fn observe(d: &UserState) -> Result<Value, ResourceError> {
     let root = common::alt_root(d.root.as_deref())?;
     let acct = read_account(root.as_deref(), &d.name, d.password.is_some())?;
-    let mut o = Map::new();
-    o.insert("kind".into(), json!(KIND));
-    o.insert("name".into(), json!(d.name));
-    if let Some(r) = &d.root {
-        o.insert("root".into(), json!(r));
-    }
-    let mut changes = Map::new();
+    let (mut o, mut changes) =
+        common::account_head(KIND, &d.name, d.root.as_deref(), acct.is_some(), d.state);
     let Some(a) = acct else {
-        o.insert("exists".into(), json!(false));
-        o.insert("state".into(), json!("absent"));
-        diff(
-            &mut changes,
-            "state",
-            &json!("absent"),
-            &json!(d.state.as_str()),
-        );
         return Ok(common::with_changes(o, changes));
     };
-    o.insert("exists".into(), json!(true));
-    o.insert("state".into(), json!("present"));
-    diff(
-        &mut changes,
-        "state",
-        &json!("present"),
-        &json!(d.state.as_str()),
-    );
     o.insert("uid".into(), json!(a.uid));
     o.insert("gid".into(), json!(a.gid));
     if let Some(g) = &a.group {
