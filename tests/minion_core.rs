@@ -53,7 +53,9 @@ fn minion_tree() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// Writes an executable script, replacing (never writing through) a symlink at the path.
 fn script(path: &Path, body: &str) {
+    let _ = std::fs::remove_file(path);
     std::fs::write(path, body).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -307,7 +309,7 @@ fn dispatch_api_batches_and_user_resources_without_describe() {
     let (tmp, dir) = minion_tree();
     // A user resource without describe: prints back what it got, plus its argv.
     script(
-        &dir.join("resources/echo"),
+        &dir.join("resources/my-echo"),
         "#!/bin/sh\n[ \"$1\" = describe ] && exit 1\nread -r line\necho \"{\\\"action\\\": \\\"$1\\\", \\\"got\\\": $line}\"\n",
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -350,13 +352,13 @@ fn dispatch_api_batches_and_user_resources_without_describe() {
 
         // A user resource without describe: only "object with kind" is checked.
         let out = m
-            .resource("echo", "inspect", &json!({"anything": 1}), &sink)
+            .resource("my-echo", "inspect", &json!({"anything": 1}), &sink)
             .await
             .unwrap();
         assert_eq!(out["action"], "inspect");
-        assert_eq!(out["got"], json!({"kind": "echo", "anything": 1}));
+        assert_eq!(out["got"], json!({"kind": "my-echo", "anything": 1}));
         let err = m
-            .resource("echo", "inspect", &json!("a string"), &sink)
+            .resource("my-echo", "inspect", &json!("a string"), &sink)
             .await
             .unwrap_err();
         assert!(
@@ -365,12 +367,12 @@ fn dispatch_api_batches_and_user_resources_without_describe() {
         );
         // No batch support: one process per element.
         let out = m
-            .resource("echo", "inspect", &json!([{"n": 1}, {"n": 2}]), &sink)
+            .resource("my-echo", "inspect", &json!([{"n": 1}, {"n": 2}]), &sink)
             .await
             .unwrap();
         assert_eq!(out[0]["got"]["n"], 1);
         assert_eq!(out[1]["got"]["n"], 2);
-        let desc = m.describe("echo", &sink).await.unwrap();
+        let desc = m.describe("my-echo", &sink).await.unwrap();
         assert!(desc.doc.is_none());
         assert!(
             desc.problem

@@ -448,3 +448,73 @@ fn enrollment_without_copying_keys_by_token_or_by_the_operator() {
     // The CA key never left the master.
     assert!(!d.join("ops/certs/ca.key").exists());
 }
+
+#[test]
+fn certificates_near_expiry_are_renewed_without_the_operator() {
+    let mut fleet = Fleet::start(5);
+    let d = fleet.path().to_owned();
+    let tree = fleet.minion_tree("short", "");
+    // Ten days left: inside the default 30-day renewal window.
+    assert!(output(
+        ingot(&d)
+            .args(["certs", "issue", "short", "--days", "10", "--master", "m", "--out"])
+            .arg(tree.join("certs"))
+    )
+    .status
+    .success());
+    let before = std::fs::read_to_string(tree.join("certs/minion.crt")).unwrap();
+    let key_before = std::fs::read_to_string(tree.join("certs/minion.key")).unwrap();
+    let fingerprint = || {
+        let out = ingot(&d)
+            .args(["certs", "list", "--master", "m", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "short")
+            .unwrap()["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old_fp = fingerprint();
+    fleet.start_minion("short", "m-short", None);
+    let renewed = wait_for(Duration::from_secs(20), || {
+        let now = std::fs::read_to_string(tree.join("certs/minion.crt")).unwrap_or_default();
+        (now != before && fingerprint() != old_fp).then_some(())
+    });
+    assert!(renewed.is_some(), "{}", fleet.minion_log("short"));
+    // Same key, new certificate, and the minion is back with it.
+    assert_eq!(
+        std::fs::read_to_string(tree.join("certs/minion.key")).unwrap(),
+        key_before
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    fleet.wait_connected(&["short"]);
+    // Renewed for at least three windows (90 days), so not renewed again on reconnecting.
+    let list = output(ingot(&d).args(["certs", "list", "--master", "m", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "short")
+        .unwrap()
+        .clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        entry["expiry"].as_i64().unwrap() - now > 80 * 86400,
+        "{entry}"
+    );
+    let renewed_fp = fingerprint();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(fingerprint(), renewed_fp, "renewed again");
+    assert_eq!(fleet.state_of("short").as_deref(), Some("connected"));
+    let (code, doc) = fleet.run(&["short"]);
+    assert_eq!(code, 0, "{doc:#}");
+}

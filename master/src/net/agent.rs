@@ -201,10 +201,18 @@ impl Agent {
 
     /// Connects and serves forever, reconnecting with exponential backoff and jitter.
     pub async fn run(self: Arc<Self>) -> Result<(), AgentError> {
-        let tls = super::tls::client_config(&self.opts.minion.join("certs"))?;
-        let connector = tokio_rustls::TlsConnector::from(tls);
+        // Fail early on missing material; reloaded at every attempt (renewals).
+        super::tls::client_config(&self.opts.minion.join("certs"))?;
         let mut backoff = Duration::from_millis(250);
         loop {
+            let connector = match super::tls::client_config(&self.opts.minion.join("certs")) {
+                Ok(tls) => tokio_rustls::TlsConnector::from(tls),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    tokio::time::sleep(self.opts.max_backoff).await;
+                    continue;
+                }
+            };
             match self.clone().session(&connector).await {
                 Ok(()) => backoff = Duration::from_millis(250),
                 Err(e) => tracing::warn!(master = %self.opts.master, "{e}"),
@@ -242,6 +250,7 @@ impl Agent {
                 version: env!("CARGO_PKG_VERSION").into(),
                 machine_id: self.opts.machine_id.clone(),
                 started: self.started,
+                public_key: self.public_key(),
             },
         )
         .await
@@ -289,6 +298,13 @@ impl Agent {
                     Frame::Ack { id } => {
                         let _ = std::fs::remove_file(self.spool_path(&id));
                     }
+                    Frame::Renewed { cert } => {
+                        let path = self.opts.minion.join("certs/minion.crt");
+                        match super::pki::write_file(&path, cert.as_bytes(), 0o644) {
+                            Ok(()) => tracing::info!("certificate renewed: {}", path.display()),
+                            Err(e) => tracing::error!("storing the renewed certificate: {e}"),
+                        }
+                    }
                     Frame::Ping { n } => {
                         let _ = tx.send(Frame::Pong { n }.encode());
                     }
@@ -306,6 +322,13 @@ impl Agent {
         writer.abort();
         tracing::warn!(master = %self.opts.master, "disconnected: {end}");
         Ok(())
+    }
+
+    fn public_key(&self) -> Option<String> {
+        let pem = std::fs::read_to_string(self.opts.minion.join("certs/minion.key")).ok()?;
+        let key = rcgen::KeyPair::from_pem(&pem).ok()?;
+        (key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256)
+            .then(|| super::pki::RawPublicKey(key.public_key_raw().to_vec()).to_hex())
     }
 
     fn spool_path(&self, id: &str) -> PathBuf {

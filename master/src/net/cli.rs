@@ -226,6 +226,9 @@ pub struct ServeArgs {
     /// Record into this history (default: MASTER/logs/history.db).
     #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
     pub history: Option<String>,
+    /// Renew minion certificates that expire within this many days (on their connection).
+    #[arg(long, value_name = "DAYS", default_value_t = 30.0)]
+    pub renew_before: f64,
     /// Also accept enrollment requests (`ingot minion enroll`) on this address.
     #[arg(long, value_name = "ADDR", env = "INGOT_ENROLL_LISTEN")]
     pub enroll_listen: Option<String>,
@@ -393,6 +396,8 @@ async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
         HubOptions {
             heartbeat: Duration::from_secs(args.heartbeat.max(1)),
             grace: Duration::from_secs(args.grace),
+            renew_before: Duration::try_from_secs_f64(args.renew_before * 86400.0)
+                .map_err(|e| format!("--renew-before: {e}"))?,
             ..HubOptions::default()
         },
         registry,
@@ -512,22 +517,27 @@ async fn run(master: PathBuf, args: &RunArgs) -> Result<i32, String> {
         no_history: args.no_history,
         concurrency: args.concurrency,
     });
-    let mut code = 1;
+    let mut code = None;
     let mut error = None;
     control::request(&master, &req, |reply| match reply {
         ControlReply::Progress(line) => crate::report::eprint_line(&line),
         ControlReply::Done { stdout, code: c } => {
             print!("{stdout}");
-            code = c;
+            code = Some(c);
         }
         ControlReply::Error(e) => error = Some(e),
         ControlReply::Nodes(_) => {}
     })
     .await
     .map_err(|e| e.to_string())?;
-    match error {
-        Some(e) => Err(e),
-        None => Ok(code),
+    match (error, code) {
+        (Some(e), _) => Err(e),
+        (None, Some(c)) => Ok(c),
+        (None, None) => Err(
+            "the master closed the connection before the run finished (did it stop or restart?); \
+             see `ingot history list` on the master for what was recorded"
+                .into(),
+        ),
     }
 }
 
@@ -614,12 +624,12 @@ pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, St
                     .map_err(|e| format!("--max-backoff: {e}"))?,
             };
             let agent = super::agent::Agent::new(opts).map_err(|e| e.to_string())?;
-            return rt.block_on(async move {
+            rt.block_on(async move {
                 tokio::select! {
                     r = agent.run() => r.map(|_| 0).map_err(|e| e.to_string()),
                     _ = tokio::signal::ctrl_c() => Ok(0),
                 }
-            });
+            })
         }
         MinionCommand::Swarm(a) => swarm(rt, a),
         MinionCommand::Enroll(a) => {

@@ -483,7 +483,8 @@ impl Pki {
         self.dir.join(dir).join(format!("{name}.json"))
     }
 
-    fn issue_for_key(&self, name: &str, key: &RawPublicKey, days: f64) -> Result<String> {
+    /// Signs `key` for `name` (enrollment, renewal), replacing any earlier certificate.
+    pub fn issue_for_key(&self, name: &str, key: &RawPublicKey, days: f64) -> Result<String> {
         let issuer = self.issuer()?;
         let now = now_secs();
         let not_after = now + (days * 86400.0) as i64;

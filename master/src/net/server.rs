@@ -18,7 +18,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::pki::{fingerprint, now_secs};
+use super::pki::{fingerprint, now_secs, RawPublicKey};
 use super::tls::RegistryCache;
 use super::wire::{read_frame, write_frame, Frame, Op, Reply, WireError, PROTOCOL};
 use crate::link::{Described, Facts, LinkError, MinionLink};
@@ -32,6 +32,8 @@ pub struct HubOptions {
     pub grace: Duration,
     /// How long the TLS handshake and `hello` may take.
     pub handshake_timeout: Duration,
+    /// Renew a minion's certificate when it expires sooner than this.
+    pub renew_before: Duration,
 }
 
 impl Default for HubOptions {
@@ -40,6 +42,7 @@ impl Default for HubOptions {
             heartbeat: Duration::from_secs(5),
             grace: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            renew_before: Duration::from_secs(30 * 86400),
         }
     }
 }
@@ -295,6 +298,7 @@ impl Hub {
             version,
             machine_id,
             started,
+            public_key,
         }) = hello
         else {
             return Err(format!("{name}: the first frame was not hello"));
@@ -385,9 +389,16 @@ impl Hub {
             let cut = cut.clone();
             let period = self.opts.heartbeat;
             let name = name.clone();
+            let key = public_key.as_deref().and_then(RawPublicKey::from_hex);
             tokio::spawn(async move {
                 let mut n = 0;
+                let mut renewed = false;
                 loop {
+                    if !renewed {
+                        if let Some(key) = &key {
+                            renewed = hub.renew_if_due(&name, &fp, key, &tx);
+                        }
+                    }
                     tokio::time::sleep(period).await;
                     n += 1;
                     if hub.registry.get().name_of(&fp) != Some(name.as_str()) {
@@ -430,6 +441,44 @@ impl Hub {
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         tracing::info!(%name, %addr, "minion disconnected: {end}");
         Ok(())
+    }
+
+    /// Sends a renewed certificate when `fp` (the connection's certificate) is `name`'s current
+    /// one and expires within the renewal window; `true` when it did.
+    fn renew_if_due(
+        &self,
+        name: &str,
+        fp: &str,
+        key: &RawPublicKey,
+        tx: &mpsc::UnboundedSender<Frame>,
+    ) -> bool {
+        let reg = self.registry.get();
+        let Some(entry) = reg.minions.get(name).filter(|e| e.fingerprint == fp) else {
+            return false;
+        };
+        let now = now_secs();
+        if entry.not_after - now > self.opts.renew_before.as_secs() as i64 {
+            return false;
+        }
+        // At least three windows long, so a renewed certificate is never due again at once.
+        let lifetime = (entry.not_after - entry.issued)
+            .max(3 * self.opts.renew_before.as_secs() as i64)
+            .max(86400);
+        match self
+            .registry
+            .pki()
+            .issue_for_key(name, key, lifetime as f64 / 86400.0)
+        {
+            Ok(cert) => {
+                tracing::info!(%name, "certificate renewed");
+                let _ = tx.send(Frame::Renewed { cert });
+                true
+            }
+            Err(e) => {
+                tracing::error!(%name, "renewing the certificate: {e}");
+                false
+            }
+        }
     }
 
     fn take(&self, session: &Session, f: Frame, tx: &mpsc::UnboundedSender<Frame>) {

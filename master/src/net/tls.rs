@@ -87,6 +87,11 @@ impl RegistryCache {
         }
     }
 
+    /// The PKI whose registry this is.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
     /// The current registry (a `stat` per call; re-read when modified).
     pub fn get(&self) -> Arc<Registry> {
         let path = self.pki.registry_path();

@@ -99,6 +99,10 @@ pub enum Frame {
         machine_id: String,
         /// When the agent started (Unix seconds).
         started: i64,
+        /// Hex of its certificate's P-256 public key, so the master can renew the
+        /// certificate before it expires.
+        #[serde(default)]
+        public_key: Option<String>,
     },
     /// Master → minion: accepted under this name.
     Welcome {
@@ -174,6 +178,12 @@ pub enum Frame {
     },
     /// Master → minion: waiting for `ingot certs accept NAME`.
     EnrollPending,
+    /// Master → minion: a renewed certificate for the same key; use it from the next
+    /// connection on (the master closes this one shortly).
+    Renewed {
+        /// PEM.
+        cert: String,
+    },
 }
 
 impl Frame {
