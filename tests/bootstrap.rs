@@ -528,7 +528,12 @@ fn fingerprints(fleet: &crate::net_support::Fleet) -> std::collections::BTreeMap
 #[test]
 fn builtin_install_connects_minions_that_apply_then_rotate_reissues_and_they_reconnect() {
     require_sshd!();
-    if Command::new("runsvdir").arg("-V").output().is_err() {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false)
+    };
+    if !on_path("runsvdir") || !on_path("sv") {
         eprintln!("skipped: runsvdir is not installed (apt-get install runit)");
         return;
     }
@@ -601,5 +606,21 @@ fn builtin_install_connects_minions_that_apply_then_rotate_reissues_and_they_rec
             "{doc:#}"
         );
     }
+
+    // Upgrade: the binary shipped again, the agents restarted and back.
+    let stamp = |i: usize| {
+        std::fs::metadata(fleet.path().join(format!("h{i}/bin/ingot")))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let old: Vec<_> = (0..3).map(stamp).collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let (code, table, err) = lab.bootstrap(&["fleet.yaml", "builtin:upgrade"], &[]);
+    assert_eq!(code, 0, "{table}\n{err}");
+    for (i, t) in old.iter().enumerate() {
+        assert_ne!(stamp(i), *t, "h{i}'s binary was replaced");
+    }
+    fleet.wait_connected(&["m0", "m1", "m2"]);
     drop(runit);
 }

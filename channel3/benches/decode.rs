@@ -36,7 +36,11 @@ fn large(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(stream.len() as u64));
     // The input buffer is made in the (untimed) setup: only decoding is measured.
     g.bench_function("64MiB", |b| {
-        b.iter_batched(|| BytesMut::from(&stream[..]), decode_all, BatchSize::LargeInput)
+        b.iter_batched(
+            || BytesMut::from(&stream[..]),
+            decode_all,
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }
@@ -54,7 +58,11 @@ fn small(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_small_events");
     g.throughput(Throughput::Elements(count as u64));
     g.bench_function("100k", |b| {
-        b.iter_batched(|| BytesMut::from(&stream[..]), decode_all, BatchSize::LargeInput)
+        b.iter_batched(
+            || BytesMut::from(&stream[..]),
+            decode_all,
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

@@ -213,7 +213,7 @@ pub struct StepRow {
 /// One stored channel3 event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRow {
-    /// Position in the store (increasing).
+    /// Position: increases along the run (SQLite numbers a run's events 1, 2, 3...).
     pub seq: i64,
     /// The minion it came from.
     pub minion: String,
