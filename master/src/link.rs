@@ -43,6 +43,34 @@ pub enum LinkError {
     Unreachable(String),
 }
 
+impl From<minion::DispatchError> for LinkError {
+    /// How a dispatch failure looks from the master, locally and over the network alike.
+    fn from(e: minion::DispatchError) -> Self {
+        use minion::DispatchError as D;
+        match e {
+            D::Failed {
+                kind,
+                action,
+                code,
+                stderr,
+            } => LinkError::Failed {
+                program: format!("resources/{kind} {action}"),
+                code,
+                stderr,
+            },
+            D::BadOutput {
+                kind,
+                action,
+                reason,
+            } => LinkError::BadOutput {
+                program: format!("resources/{kind} {action}"),
+                message: reason,
+            },
+            other => LinkError::Unreachable(other.to_string()),
+        }
+    }
+}
+
 fn stderr_suffix(stderr: &str) -> String {
     let t = stderr.trim();
     if t.is_empty() {

@@ -1,7 +1,7 @@
 //! The in-process minion: the master's routine calling the minion's dispatch directly, behind
 //! the same [`MinionLink`] interface a remote minion has.
 
-use minion::dispatch::{DispatchError, Minion};
+use minion::dispatch::Minion;
 use runner::EventSink;
 use serde_json::Value;
 
@@ -20,30 +20,6 @@ impl LocalMinion {
             name: name.into(),
             minion,
         }
-    }
-}
-
-fn link_error(e: DispatchError) -> LinkError {
-    match e {
-        DispatchError::Failed {
-            kind,
-            action,
-            code,
-            stderr,
-        } => LinkError::Failed {
-            program: format!("resources/{kind} {action}"),
-            code,
-            stderr,
-        },
-        DispatchError::BadOutput {
-            kind,
-            action,
-            reason,
-        } => LinkError::BadOutput {
-            program: format!("resources/{kind} {action}"),
-            message: reason,
-        },
-        other => LinkError::Unreachable(other.to_string()),
     }
 }
 
@@ -73,7 +49,7 @@ impl MinionLink for LocalMinion {
             .minion
             .describe(kind, &runner::NullSink)
             .await
-            .map_err(link_error)?;
+            .map_err(LinkError::from)?;
         Ok(d.doc.as_ref().map(|doc| Described {
             identity: d.identity(),
             batch: d.batch(),
@@ -91,6 +67,6 @@ impl MinionLink for LocalMinion {
         self.minion
             .resource(kind, action, input, sink)
             .await
-            .map_err(link_error)
+            .map_err(LinkError::from)
     }
 }

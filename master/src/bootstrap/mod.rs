@@ -315,6 +315,7 @@ async fn bootstrap_host(host: Host, opts: SshOptions, control: PathBuf) -> HostR
         steps: host.jobs.len(),
     };
     let tag = format!("[{}]", host.name);
+    let job_timeout = opts.job_timeout;
     progress(&format!("{tag} connecting to {address}"));
     let session = match Session::connect(host.dest.clone(), opts, control).await {
         Ok(s) => s,
@@ -341,7 +342,7 @@ async fn bootstrap_host(host: Host, opts: SshOptions, control: PathBuf) -> HostR
             Action::Local(words) => {
                 let mut p = runner::Program::new(&words[0])
                     .args(&words[1..])
-                    .timeout(Duration::from_secs(600));
+                    .timeout(job_timeout);
                 p.channel3 = false;
                 match runner::run(&p, &runner::NullSink).await {
                     Ok(o) if o.success() => Ok(String::new()),

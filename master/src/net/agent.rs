@@ -449,28 +449,7 @@ fn send_lines(path: &Path, tx: &Wire) {
     }
 }
 
+/// A dispatch failure as it travels back to the master.
 fn wire_error(e: DispatchError) -> WireError {
-    match e {
-        DispatchError::Failed {
-            kind,
-            action,
-            code,
-            stderr,
-        } => WireError::Failed {
-            program: format!("resources/{kind} {action}"),
-            code,
-            stderr,
-        },
-        DispatchError::BadOutput {
-            kind,
-            action,
-            reason,
-        } => WireError::BadOutput {
-            program: format!("resources/{kind} {action}"),
-            message: reason,
-        },
-        other => WireError::Unreachable {
-            message: other.to_string(),
-        },
-    }
+    crate::link::LinkError::from(e).into()
 }

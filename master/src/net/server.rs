@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::pki::{fingerprint, now_secs, RawPublicKey};
 use super::tls::RegistryCache;
-use super::wire::{read_frame, write_frame, Frame, Op, Reply, WireError, PROTOCOL};
+use super::wire::{read_frame, write_frame, Frame, Op, Reply, PROTOCOL};
 use crate::link::{Described, Facts, LinkError, MinionLink};
 
 /// Timings of the server.
@@ -608,7 +608,7 @@ impl RemoteMinion {
                     }
                     return match r {
                         Ok(Reply::Ok(v)) => Ok(v),
-                        Ok(Reply::Err(e)) => Err(link_error(e)),
+                        Ok(Reply::Err(e)) => Err(LinkError::from(e)),
                         Err(_) => Err(unreachable("the request was dropped")),
                     };
                 }
@@ -630,22 +630,6 @@ impl RemoteMinion {
                 }
             }
         }
-    }
-}
-
-fn link_error(e: WireError) -> LinkError {
-    match e {
-        WireError::Failed {
-            program,
-            code,
-            stderr,
-        } => LinkError::Failed {
-            program,
-            code,
-            stderr,
-        },
-        WireError::BadOutput { program, message } => LinkError::BadOutput { program, message },
-        WireError::Unreachable { message } => LinkError::Unreachable(message),
     }
 }
 

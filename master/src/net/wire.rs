@@ -75,6 +75,44 @@ pub enum WireError {
     },
 }
 
+impl From<crate::link::LinkError> for WireError {
+    fn from(e: crate::link::LinkError) -> Self {
+        use crate::link::LinkError as L;
+        match e {
+            L::Failed {
+                program,
+                code,
+                stderr,
+            } => WireError::Failed {
+                program,
+                code,
+                stderr,
+            },
+            L::BadOutput { program, message } => WireError::BadOutput { program, message },
+            L::Unreachable(message) => WireError::Unreachable { message },
+        }
+    }
+}
+
+impl From<WireError> for crate::link::LinkError {
+    fn from(e: WireError) -> Self {
+        use crate::link::LinkError as L;
+        match e {
+            WireError::Failed {
+                program,
+                code,
+                stderr,
+            } => L::Failed {
+                program,
+                code,
+                stderr,
+            },
+            WireError::BadOutput { program, message } => L::BadOutput { program, message },
+            WireError::Unreachable { message } => L::Unreachable(message),
+        }
+    }
+}
+
 /// The outcome of a request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
