@@ -180,8 +180,14 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         Command::Bench {
             what: BenchWhat::Apply(a),
         } => master::bench::bench_apply(&rt, &a).map_err(anyhow::Error::msg),
-        Command::Facts(a) => Ok(minion::cli::facts(&rt, &a, upstream_fd3)),
-        Command::Resource(a) => Ok(minion::cli::resource(&rt, &a, upstream_fd3)),
+        Command::Facts(a) => {
+            let record = master::record::for_command(a.history.as_deref(), a.no_history, &a.minion);
+            Ok(minion::cli::facts(&rt, &a, upstream_fd3, &*record))
+        }
+        Command::Resource(a) => {
+            let record = master::record::for_command(a.history.as_deref(), a.no_history, &a.minion);
+            Ok(minion::cli::resource(&rt, &a, upstream_fd3, &*record))
+        }
         Command::History(a) => Ok(historian::cli::main(a)?),
         Command::Run(a) => {
             let cmd = runner::command::RunCommand {

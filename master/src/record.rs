@@ -93,3 +93,95 @@ impl Observer for HistoryObserver<'_> {
 
     fn progress(&self, _: &str, _: &str, _: &str, _: &str) {}
 }
+
+/// Records one `ingot facts` / `ingot resource` command as a run (with one step for a
+/// resource action) in the minion's history.
+pub struct CommandRecord {
+    history: historian::History,
+    run: RunHandle,
+    step: std::sync::Mutex<Option<(StepHandle, String)>>,
+}
+
+impl CommandRecord {
+    /// Opens the history (`flag`, else `$INGOT_HISTORY`, else `MINION/logs/history.db`) and
+    /// starts a run; `None` (with a warning) when it cannot be opened or `no_history`.
+    pub fn start(
+        flag: Option<&str>,
+        no_history: bool,
+        minion_dir: &std::path::Path,
+    ) -> Option<Self> {
+        if no_history {
+            return None;
+        }
+        let location = historian::Location::resolve(flag, None, Some(minion_dir));
+        let opened = historian::History::open(&location).and_then(|h| {
+            h.start_run(historian::RunMeta::current(vec!["local".into()]))
+                .map(|r| (h, r))
+        });
+        match opened {
+            Ok((history, run)) => Some(Self {
+                history,
+                run,
+                step: std::sync::Mutex::new(None),
+            }),
+            Err(e) => {
+                eprintln!("ingot: warning: not recording this command ({e}); pass --no-history to silence this");
+                None
+            }
+        }
+    }
+}
+
+impl minion::cli::Record for CommandRecord {
+    fn begin(&self, step: Option<(&str, &str, &serde_json::Value)>) -> Box<dyn EventSink + '_> {
+        let Some((kind, action, input)) = step else {
+            return Box::new(self.run.sink("local"));
+        };
+        let handle = self.run.begin_step(StepStart {
+            minion: "local".into(),
+            kind: kind.into(),
+            action: action.into(),
+            desired: input.clone(),
+        });
+        let sink = handle.sink();
+        *self.step.lock().unwrap_or_else(|e| e.into_inner()) = Some((handle, action.to_owned()));
+        Box::new(sink)
+    }
+
+    fn end(&self, code: i32) {
+        if let Some((step, action)) = self.step.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let outcome = match (code, action.as_str()) {
+                (0, "inspect" | "describe") => historian::StepOutcome::Unchanged,
+                (0, _) => historian::StepOutcome::Changed,
+                _ => historian::StepOutcome::Failed,
+            };
+            let error = (code != 0).then(|| format!("exited with code {code}"));
+            step.finish(StepEnd {
+                outcome: Some(outcome),
+                error,
+                ..StepEnd::default()
+            });
+        }
+        self.run.finish(if code == 0 {
+            self.run.derived_status()
+        } else {
+            historian::RunStatus::Failed
+        });
+        if let Err(e) = self.history.flush() {
+            eprintln!("ingot: warning: the history of this command may be incomplete: {e}");
+        }
+    }
+}
+
+/// The recorder for a minion command: the history, or nothing (`--no-history`, or it could not
+/// be opened).
+pub fn for_command(
+    flag: Option<&str>,
+    no_history: bool,
+    minion_dir: &std::path::Path,
+) -> Box<dyn minion::cli::Record> {
+    match CommandRecord::start(flag, no_history, minion_dir) {
+        Some(r) => Box::new(r),
+        None => Box::new(minion::cli::NoRecord),
+    }
+}

@@ -34,6 +34,12 @@ pub struct FactsArgs {
     /// Kill a fact that takes longer than this many seconds (it is then left out).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub timeout: f64,
+    /// Record into this history (SQLite path or postgres:// URL; default: DIR/logs/history.db).
+    #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
+    pub history: Option<String>,
+    /// Do not record this command in the history.
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
 }
 
 /// `ingot resource KIND ACTION [--minion DIR] < STATE`.
@@ -49,6 +55,42 @@ pub struct ResourceArgs {
     /// Kill the resource after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     pub timeout: f64,
+    /// Record into this history (SQLite path or postgres:// URL; default: DIR/logs/history.db).
+    #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
+    pub history: Option<String>,
+    /// Do not record this command in the history.
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
+}
+
+/// Where a command's events are kept besides the console. The minion knows nothing of the
+/// historian; the binary plugs it in through this.
+pub trait Record {
+    /// The sink for the command's events; `step` is `(kind, action, input)` for a resource
+    /// action.
+    fn begin(&self, step: Option<(&str, &str, &Value)>) -> Box<dyn EventSink + '_>;
+    /// The command ended with this exit code.
+    fn end(&self, code: i32);
+}
+
+/// Records nothing.
+pub struct NoRecord;
+
+impl Record for NoRecord {
+    fn begin(&self, _: Option<(&str, &str, &Value)>) -> Box<dyn EventSink + '_> {
+        Box::new(runner::NullSink)
+    }
+    fn end(&self, _: i32) {}
+}
+
+/// Both sinks.
+struct Both<'a>(&'a dyn EventSink, &'a dyn EventSink);
+
+impl EventSink for Both<'_> {
+    fn emit(&self, event: Event) {
+        self.0.emit(event.clone());
+        self.1.emit(event);
+    }
 }
 
 fn secs(v: f64, flag: &str) -> Result<Duration, i32> {
@@ -140,14 +182,31 @@ pub fn init_minion(args: &InitMinionArgs) -> i32 {
 }
 
 /// `ingot facts`: prints the fact document; exits 1 when a fact failed.
-pub fn facts(rt: &tokio::runtime::Runtime, args: &FactsArgs, upstream_fd3: Option<OwnedFd>) -> i32 {
+pub fn facts(
+    rt: &tokio::runtime::Runtime,
+    args: &FactsArgs,
+    upstream_fd3: Option<OwnedFd>,
+    record: &dyn Record,
+) -> i32 {
+    let code = facts_inner(rt, args, upstream_fd3, record);
+    record.end(code);
+    code
+}
+
+fn facts_inner(
+    rt: &tokio::runtime::Runtime,
+    args: &FactsArgs,
+    upstream_fd3: Option<OwnedFd>,
+    record: &dyn Record,
+) -> i32 {
     let timeout = match secs(args.timeout, "--timeout") {
         Ok(t) => t,
         Err(c) => return c,
     };
     let m = Minion::new(&args.minion).with_fact_timeout(timeout);
     let sink = event_sink(upstream_fd3);
-    let result = rt.block_on(m.facts(&*sink));
+    let kept = record.begin(None);
+    let result = rt.block_on(m.facts(&Both(&*sink, &*kept)));
     sink.close();
     match result {
         Ok(r) => {
@@ -169,6 +228,18 @@ pub fn resource(
     rt: &tokio::runtime::Runtime,
     args: &ResourceArgs,
     upstream_fd3: Option<OwnedFd>,
+    record: &dyn Record,
+) -> i32 {
+    let code = resource_inner(rt, args, upstream_fd3, record);
+    record.end(code);
+    code
+}
+
+fn resource_inner(
+    rt: &tokio::runtime::Runtime,
+    args: &ResourceArgs,
+    upstream_fd3: Option<OwnedFd>,
+    record: &dyn Record,
 ) -> i32 {
     let timeout = match secs(args.timeout, "--timeout") {
         Ok(t) => t,
@@ -203,7 +274,8 @@ pub fn resource(
     };
     let m = Minion::new(&args.minion).with_resource_timeout(timeout);
     let sink = event_sink(upstream_fd3);
-    let result = rt.block_on(m.resource(&args.kind, &args.action, &input, &*sink));
+    let kept = record.begin(Some((&args.kind, &args.action, &input)));
+    let result = rt.block_on(m.resource(&args.kind, &args.action, &input, &Both(&*sink, &*kept)));
     sink.close();
     match result {
         Ok(v) => {
