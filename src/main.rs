@@ -17,6 +17,10 @@ struct Cli {
     /// Log filter for ingot's own diagnostics (e.g. debug, ingot=trace); also INGOT_LOG.
     #[arg(long, global = true, env = "INGOT_LOG", default_value = "warn")]
     log: String,
+    /// Settings file (YAML `key: value`, keys as the INGOT_* variables in lower case); flags
+    /// and INGOT_* variables win over it. Default: $INGOT_CONFIG, else /etc/ingot/config.yaml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -137,6 +141,11 @@ fn main() -> ExitCode {
     // Before anything else opens a file: our own fd 3 (if a parent runner gave us one) must not
     // leak into children.
     let upstream_fd3 = runner::claim_inherited_fd3();
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Err(e) = master::config::apply_to_env(&args) {
+        eprintln!("ingot: error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -424,3 +424,68 @@ fn webapp_converges_and_restarts_its_service_when_the_config_changes() {
     let new_pid = service_pid(&w.root()).expect("still running");
     assert_ne!(new_pid, pid, "the service was restarted");
 }
+
+#[test]
+fn settings_come_from_the_config_file_below_env_and_flags() {
+    let w = World::new("basics");
+    let cfg = w.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "master: {}\nminion: {}\n",
+            w.path().join("master").display(),
+            w.path().join("minion").display()
+        ),
+    )
+    .unwrap();
+    let base = |c: &mut std::process::Command| {
+        c.env("INGOT_ROOT", w.root())
+            .env("INGOT_HISTORY", w.path().join("history.db"))
+            .env_remove("INGOT_MASTER")
+            .env_remove("INGOT_MINION");
+    };
+    let mut c = ingot(w.path());
+    base(&mut c);
+    let out = output(
+        c.args(["--config"])
+            .arg(&cfg)
+            .args(["apply", "--name", "m1", "--json"]),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "master and minion came from the file"
+    );
+    // The environment beats the file.
+    let mut c = ingot(w.path());
+    base(&mut c);
+    let out = output(
+        c.env("INGOT_MASTER", w.path().join("nowhere"))
+            .args(["--config"])
+            .arg(&cfg)
+            .args(["apply", "--name", "m1"]),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
+    // A flag beats both.
+    let mut c = ingot(w.path());
+    base(&mut c);
+    let out = output(
+        c.env("INGOT_MASTER", w.path().join("nowhere"))
+            .args(["--config"])
+            .arg(&cfg)
+            .args(["apply", "--name", "m1", "--master", "master"]),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    // A bad file is a usage error naming the file and the key.
+    std::fs::write(&cfg, "mastr: x\n").unwrap();
+    let mut c = ingot(w.path());
+    base(&mut c);
+    let out = output(c.args(["--config"]).arg(&cfg).args(["apply"]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.yaml") && err.contains("mastr"),
+        "{err}"
+    );
+}

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod bootstrap;
 pub mod choreograph;
 pub mod cli;
+pub mod config;
 pub mod documents;
 pub mod link;
 pub mod local;
