@@ -178,8 +178,14 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
             Ok(0)
         }
         Command::Apply(a) => master::cli::apply(&rt, &a).map_err(anyhow::Error::msg),
-        Command::Exec(a) => Ok(minion::directord::cli::exec(&rt, &a)),
-        Command::Orchestrate(a) => Ok(minion::directord::cli::orchestrate(&rt, &a)),
+        Command::Exec(a) => Ok(match &a.master {
+            Some(m) => master::net::directord::exec(&rt, &a, m),
+            None => minion::directord::cli::exec(&rt, &a),
+        }),
+        Command::Orchestrate(a) => Ok(match &a.master {
+            Some(m) => master::net::directord::orchestrate(&rt, &a, m),
+            None => minion::directord::cli::orchestrate(&rt, &a),
+        }),
         Command::Certs(a) => master::net::cli::certs(&a).map_err(anyhow::Error::msg),
         Command::Master(a) => master::net::cli::master(&rt, &a).map_err(anyhow::Error::msg),
         Command::Minion(a) => master::net::cli::minion(&rt, &a).map_err(anyhow::Error::msg),

@@ -5,6 +5,7 @@ mod util;
 mod apply;
 mod bootstrap;
 mod directord_local;
+mod directord_net;
 mod history_commands;
 mod minion_core;
 mod net_loopback;

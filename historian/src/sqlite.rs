@@ -68,9 +68,9 @@ const MIGRATIONS: &[&str] = &[
         raw BLOB
     );
     CREATE INDEX events_run ON events(run_id, id);",
-    // 2: events keyed by (run, position in the run) packed into the rowid, so an insert touches
-    // one B-tree (no separate index) and a run's events are one contiguous rowid range. The run
-    // stays visible to SQL as the virtual (computed, not stored) column `run_id`.
+    // 2: events keyed by (run, position in the run) packed into the rowid (see `RUN_SHIFT`;
+    // in SQL the run is `id >> 36`), so an insert touches one B-tree (no separate index) and
+    // a run's events are one contiguous rowid range.
     "CREATE TABLE events_v2 (
         id INTEGER PRIMARY KEY,
         minion TEXT NOT NULL,
@@ -79,8 +79,7 @@ const MIGRATIONS: &[&str] = &[
         ts_us INTEGER NOT NULL,
         key TEXT NOT NULL,
         data TEXT NOT NULL,
-        raw BLOB,
-        run_id INTEGER GENERATED ALWAYS AS (id >> 36) VIRTUAL
+        raw BLOB
     );
     INSERT INTO events_v2 (id, minion, step, name, ts_us, key, data, raw)
         SELECT (run_id << 36) + row_number() OVER (PARTITION BY run_id ORDER BY id),
@@ -667,17 +666,17 @@ mod raw_insert {
             return unsafe { ffi::sqlite3_bind_null(stmt, i) };
         };
         // An empty string still gets a pointer to real memory.
-        let p = if s.is_empty() {
-            b"\0".as_ptr()
+        let p: *const c_char = if s.is_empty() {
+            c"".as_ptr()
         } else {
-            s.as_ptr()
+            s.as_ptr().cast()
         };
         // SAFETY: the caller's contract.
         unsafe {
             ffi::sqlite3_bind_text64(
                 stmt,
                 i,
-                p.cast::<c_char>(),
+                p,
                 s.len() as u64,
                 ffi::SQLITE_STATIC(),
                 ffi::SQLITE_UTF8 as u8,

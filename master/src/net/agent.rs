@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use minion::directord::cache::Cache;
+use minion::directord::engine::{BoxFuture, FileSource};
+use minion::directord::{Engine, Job, JobResult};
 use minion::dispatch::DispatchError;
 use minion::Minion;
 use serde_json::{json, Value};
@@ -126,6 +129,32 @@ pub struct Agent {
     current: Mutex<Option<Wire>>,
     opts: AgentOptions,
     started: i64,
+    /// The name the master welcomed us under (the engine's name).
+    name: Mutex<Option<String>>,
+    /// The Directord job engine, created at the first job and kept for the agent's life.
+    engine: Mutex<Option<Engine>>,
+}
+
+/// ADD/COPY sources as the agent received them: `CACHE/transfer/<sha3-224>`.
+struct ReceivedFiles(PathBuf);
+
+impl FileSource for ReceivedFiles {
+    fn fetch<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<PathBuf, String>> {
+        Box::pin(async move {
+            let sha = job
+                .str("file_sha3_224")
+                .ok_or("the job carries no file_sha3_224")?;
+            let p = self.0.join(sha);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "the content of {} was not sent with the job",
+                    job.str("file_from").unwrap_or("the source")
+                ))
+            }
+        })
+    }
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -149,6 +178,8 @@ impl Agent {
             current: Mutex::new(None),
             opts,
             started: super::pki::now_secs(),
+            name: Mutex::new(None),
+            engine: Mutex::new(None),
         });
         agent.close_interrupted();
         Ok(agent)
@@ -262,6 +293,7 @@ impl Agent {
         let heartbeat = match first {
             Some(Frame::Welcome { name, heartbeat }) => {
                 tracing::info!(%name, master = %self.opts.master, "connected");
+                *lock(&self.name) = Some(name);
                 Duration::from_secs(heartbeat.max(1))
             }
             Some(Frame::Refused { reason }) => return Err(format!("refused: {reason}")),
@@ -369,11 +401,25 @@ impl Agent {
             live: lock(&self.current).clone(),
         }));
         lock(&self.active).insert(id.clone(), outbox.clone());
+        // A job is queued now, in the order its frame arrived (per-parent queue order).
+        let queued = match &op {
+            Op::Job { job, content } => Some(self.submit_job(job, content.as_deref())),
+            _ => None,
+        };
         let agent = self.clone();
         tokio::spawn(async move {
             tracing::debug!(%id, op = %op.label(), "request");
             let sink = OutboxSink(outbox.clone(), id.clone());
-            let reply = agent.dispatch(&op, &sink).await;
+            let reply = match queued {
+                Some(Ok(rx)) => match rx.await {
+                    Ok(r) => Reply::Ok(serde_json::to_value(r).expect("results serialize")),
+                    Err(_) => Reply::Err(WireError::Unreachable {
+                        message: "the job engine stopped before the job ended".into(),
+                    }),
+                },
+                Some(Err(message)) => Reply::Err(WireError::Unreachable { message }),
+                None => agent.dispatch(&op, &sink).await,
+            };
             lock(&outbox).push(|seq| Frame::Result {
                 id: id.clone(),
                 seq,
@@ -381,6 +427,59 @@ impl Agent {
             });
             lock(&agent.active).remove(&id);
         });
+    }
+
+    /// The job engine (created on first use, under the welcomed name).
+    fn engine(&self) -> Result<Engine, String> {
+        let mut slot = lock(&self.engine);
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let name = lock(&self.name)
+            .clone()
+            .ok_or("a job arrived before the master welcomed this minion")?;
+        let cache = Cache::for_minion(&self.opts.minion).map_err(|e| e.to_string())?;
+        let transfer = cache.dir().join("transfer");
+        let engine = Engine::new(Arc::new(Minion::new(&self.opts.minion)), name, cache)
+            .with_files(Arc::new(ReceivedFiles(transfer)));
+        *slot = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Stores a transferred file (checking its SHA3-224) and queues the job.
+    fn submit_job(
+        &self,
+        job: &Job,
+        content: Option<&str>,
+    ) -> Result<tokio::sync::oneshot::Receiver<JobResult>, String> {
+        use base64::Engine as _;
+        let engine = self.engine()?;
+        if let Some(b64) = content {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| {
+                    format!("the file content of job {} is not base64: {e}", job.job_id)
+                })?;
+            let want = job.str("file_sha3_224").unwrap_or_default();
+            let got = minion::directord::job::sha3_hex(&bytes);
+            if got != want {
+                return Err(format!(
+                    "Data integrity failure: {} has SHA3-224 {got}, the job says {want}",
+                    job.str("file_from").unwrap_or("the source")
+                ));
+            }
+            let dir = engine.cache().dir().join("transfer");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let path = dir.join(&got);
+            if !path.is_file() {
+                let tmp = dir.join(format!(".{got}.{}", uuid::Uuid::new_v4().simple()));
+                std::fs::write(&tmp, &bytes)
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .map_err(|e| format!("storing {}: {e}", path.display()))?;
+            }
+        }
+        Ok(engine.submit(job.clone()))
     }
 
     async fn dispatch(&self, op: &Op, sink: &dyn runner::EventSink) -> Reply {
@@ -410,6 +509,9 @@ impl Agent {
                 Ok(v) => Reply::Ok(v),
                 Err(e) => Reply::Err(wire_error(e)),
             },
+            Op::Job { .. } => Reply::Err(WireError::Unreachable {
+                message: "a job is queued when it arrives, not dispatched".into(),
+            }),
         }
     }
 }

@@ -66,6 +66,8 @@ pub enum ControlRequest {
     ListNodes,
     /// Run the routine.
     Run(RunRequest),
+    /// Run Directord jobs (`ingot exec`/`ingot orchestrate --master`).
+    Directord(super::directord::DirectordRequest),
 }
 
 /// What the master answers.
@@ -136,9 +138,17 @@ async fn handle(
         ControlRequest::ListNodes => send(&mut w, &ControlReply::Nodes(hub.nodes()))
             .await
             .map_err(|e| e.to_string()),
-        ControlRequest::Run(req) => {
+        ControlRequest::Run(_) | ControlRequest::Directord(_) => {
             let (tx, mut rx) = mpsc::unbounded_channel::<ControlReply>();
-            let run = tokio::spawn(run(hub, master, history, req, tx.clone()));
+            let run = match req {
+                ControlRequest::Run(req) => {
+                    tokio::spawn(run(hub, master, history, req, tx.clone()))
+                }
+                ControlRequest::Directord(req) => {
+                    tokio::spawn(super::directord::run(hub, req, tx.clone()))
+                }
+                ControlRequest::ListNodes => unreachable!("handled above"),
+            };
             drop(tx);
             // Progress goes out as it comes; a client that went away does not stop the run.
             let mut client_ok = true;

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod control;
+pub mod directord;
 pub mod enroll;
 pub mod pki;
 pub mod server;

@@ -178,6 +178,14 @@ impl Hub {
             .collect()
     }
 
+    /// The session of the minion `name`, when it is connected.
+    pub fn connected_session(&self, name: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions)
+            .get(name)
+            .filter(|s| s.connected())
+            .cloned()
+    }
+
     /// Names of connected minions.
     pub fn connected_names(&self) -> Vec<String> {
         lock(&self.sessions)
@@ -630,6 +638,29 @@ impl RemoteMinion {
                 }
             }
         }
+    }
+}
+
+impl RemoteMinion {
+    /// Hands a Directord job to the minion's job engine and waits for its result.
+    pub async fn job(
+        &self,
+        job: &minion::directord::Job,
+        content: Option<String>,
+    ) -> Result<minion::directord::JobResult, LinkError> {
+        let v = self
+            .request(
+                Op::Job {
+                    job: Box::new(job.clone()),
+                    content,
+                },
+                &runner::NullSink,
+            )
+            .await?;
+        serde_json::from_value(v).map_err(|e| LinkError::BadOutput {
+            program: format!("job {}", job.verb),
+            message: format!("not a job result: {e}"),
+        })
     }
 }
 

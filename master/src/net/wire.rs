@@ -35,6 +35,15 @@ pub enum Op {
         /// The state(s) on stdin.
         input: Value,
     },
+    /// A Directord job for the minion's long-lived job engine (per-parent queues, cache).
+    Job {
+        /// The job.
+        job: Box<minion::directord::Job>,
+        /// ADD/COPY: the source file's content, base64 (its SHA3-224 is the job's
+        /// `file_sha3_224`, checked by the minion).
+        #[serde(default)]
+        content: Option<String>,
+    },
 }
 
 impl Op {
@@ -44,6 +53,7 @@ impl Op {
             Op::Facts => "facts".into(),
             Op::Describe { kind } => format!("resources/{kind} describe"),
             Op::Resource { kind, action, .. } => format!("resources/{kind} {action}"),
+            Op::Job { job, .. } => format!("job {} {}", job.verb, job.job_id),
         }
     }
 }

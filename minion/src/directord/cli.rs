@@ -63,6 +63,10 @@ pub struct ExecArgs {
     /// Run in its own queue.
     #[arg(long)]
     pub force_async: bool,
+    /// Run through the master of this tree (`ingot master serve`, over its control socket)
+    /// on the connected minions, instead of on the local --minion tree.
+    #[arg(long, value_name = "DIR")]
+    pub master: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub local: Local,
@@ -100,6 +104,10 @@ pub struct OrchestrateArgs {
     /// Print the jobs and their fingerprints; run nothing.
     #[arg(long, group = "mode")]
     pub finger_print: bool,
+    /// Run through the master of this tree (`ingot master serve`, over its control socket)
+    /// on the connected minions, instead of on the local --minion tree.
+    #[arg(long, value_name = "DIR")]
+    pub master: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub local: Local,
