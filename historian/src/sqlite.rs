@@ -239,10 +239,6 @@ impl Sqlite {
             source,
         };
         conn.busy_timeout(Duration::from_secs(30)).map_err(wrap)?;
-        if let Ok(ps) = std::env::var("XPAGE") {
-            conn.pragma_update(None, "page_size", ps.parse::<i64>().unwrap())
-                .map_err(wrap)?;
-        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
