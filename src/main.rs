@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -28,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a program through the runner: its output labelled as channel3 events.
-    Run(RunArgs),
+    Run(master::cli::RunArgs),
     /// Review recorded runs: list, show, follow, export, prune, stats.
     History(historian::cli::HistoryArgs),
     /// Lay out a directory tree (`ingot init minion DIR`).
@@ -77,49 +76,6 @@ enum InitWhat {
     Minion(minion::cli::InitMinionArgs),
     /// A master tree: logs/, certs/, actors/, resources/.
     Master(master::cli::InitMasterArgs),
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    /// The channel3 name of the child (default: the program's file name).
-    #[arg(long)]
-    name: Option<String>,
-    /// Kill the child's process group after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<f64>,
-    /// Seconds between SIGTERM and SIGKILL on timeout.
-    #[arg(long, value_name = "SECS")]
-    grace: Option<f64>,
-    /// Run as this user (name or uid).
-    #[arg(long)]
-    user: Option<String>,
-    /// Run with this group (name or gid).
-    #[arg(long)]
-    group: Option<String>,
-    /// Working directory of the child.
-    #[arg(long)]
-    cwd: Option<PathBuf>,
-    /// Write the channel3 events to this file instead of stderr.
-    #[arg(long, value_name = "FILE")]
-    events: Option<PathBuf>,
-    /// Record into this history (SQLite path or postgres:// URL; default: $INGOT_HISTORY, else
-    /// $XDG_STATE_HOME/ingot/history.db).
-    #[arg(long, value_name = "PATH|URL")]
-    history: Option<String>,
-    /// Do not record this run in the history.
-    #[arg(long, conflicts_with = "history")]
-    no_history: bool,
-    /// The program and its arguments.
-    #[arg(last = true, required = true, value_name = "PROG ARGS")]
-    argv: Vec<String>,
-}
-
-fn seconds(s: Option<f64>, flag: &str) -> anyhow::Result<Option<Duration>> {
-    s.map(|v| {
-        Duration::try_from_secs_f64(v)
-            .with_context(|| format!("{flag} must be a non-negative number of seconds, not {v}"))
-    })
-    .transpose()
 }
 
 fn main() -> ExitCode {
@@ -204,47 +160,6 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
             Ok(minion::cli::resource(&rt, &a, upstream_fd3, &*record))
         }
         Command::History(a) => Ok(historian::cli::main(a)?),
-        Command::Run(a) => {
-            let cmd = runner::command::RunCommand {
-                argv: a.argv,
-                name: a.name,
-                timeout: seconds(a.timeout, "--timeout")?,
-                grace: seconds(a.grace, "--grace")?,
-                user: a.user,
-                group: a.group,
-                cwd: a.cwd,
-                events: a.events,
-            };
-            let sink = runner::command::event_output(upstream_fd3, cmd.events.as_ref())
-                .context("opening the events output")?;
-            let history = historian::open_for_command(a.history.as_deref(), a.no_history);
-            let recording = history.as_ref().and_then(|h| {
-                historian::CommandRecording::start(h, &cmd)
-                    .inspect_err(|e| eprintln!("ingot: warning: not recording this run: {e}"))
-                    .ok()
-            });
-            let code = match &recording {
-                Some(r) => rt.block_on(runner::command::run_command(
-                    &cmd,
-                    &historian::Tee(r.sink(), &sink),
-                )),
-                None => rt.block_on(runner::command::run_command(&cmd, &sink)),
-            };
-            sink.close();
-            if let Some(r) = recording {
-                r.finish(&code);
-            }
-            if let Some(Err(e)) = history.map(historian::History::close) {
-                eprintln!("ingot: warning: the history may be incomplete: {e}");
-            }
-            match code {
-                Ok(c) => Ok(c),
-                Err(e @ runner::RunError::Spawn { .. }) => {
-                    eprintln!("ingot: error: {e}");
-                    Ok(127)
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
+        Command::Run(a) => master::cli::run(&rt, a, upstream_fd3).map_err(anyhow::Error::msg),
     }
 }
