@@ -74,6 +74,21 @@ pub enum PkiError {
 
 type Result<T, E = PkiError> = std::result::Result<T, E>;
 
+/// The parameters of a minion's client certificate: its name as CN and SAN, valid from an hour
+/// ago (clock skew) for `days`; returns them with the expiry in Unix seconds.
+fn minion_params(name: &str, now: i64, days: f64) -> Result<(CertificateParams, i64)> {
+    let not_after = now + (days * 86400.0) as i64;
+    let mut p = CertificateParams::new(vec![name.to_owned()])?;
+    p.distinguished_name = dn(name);
+    p.not_before = offset(now - 3600);
+    p.not_after = offset(not_after);
+    p.serial_number = Some(random_serial());
+    p.use_authority_key_identifier_extension = true;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok((p, not_after))
+}
+
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     move |source| PkiError::Io {
         path: path.to_owned(),
@@ -324,15 +339,7 @@ impl Pki {
         check_name(name)?;
         let issuer = self.issuer()?;
         let now = now_secs();
-        let not_after = now + (days * 86400.0) as i64;
-        let mut p = CertificateParams::new(vec![name.to_owned()])?;
-        p.distinguished_name = dn(name);
-        p.not_before = offset(now - 3600);
-        p.not_after = offset(not_after);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let (p, not_after) = minion_params(name, now, days)?;
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &issuer)?;
         let issued = Issued {
@@ -487,15 +494,7 @@ impl Pki {
     pub fn issue_for_key(&self, name: &str, key: &RawPublicKey, days: f64) -> Result<String> {
         let issuer = self.issuer()?;
         let now = now_secs();
-        let not_after = now + (days * 86400.0) as i64;
-        let mut p = CertificateParams::new(vec![name.to_owned()])?;
-        p.distinguished_name = dn(name);
-        p.not_before = offset(now - 3600);
-        p.not_after = offset(not_after);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let (p, not_after) = minion_params(name, now, days)?;
         let cert = p.signed_by(key, &issuer)?;
         let _lock = self.lock()?;
         let mut reg = self.registry()?;
