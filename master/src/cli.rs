@@ -20,18 +20,9 @@ pub struct InitMasterArgs {
     pub dir: PathBuf,
 }
 
-/// `ingot apply`.
+/// The routine's options, shared by `ingot apply` and `ingot master run`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ApplyArgs {
-    /// The master tree (actors/prescribe, actors/choreograph).
-    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = DEFAULT_DIR)]
-    pub master: PathBuf,
-    /// The minion tree to drive, in-process.
-    #[arg(long, value_name = "DIR", env = "INGOT_MINION", default_value = minion::DEFAULT_DIR)]
-    pub minion: PathBuf,
-    /// The minion's name in reports and history (default: this host's name).
-    #[arg(long)]
-    pub name: Option<String>,
+pub struct RoutineArgs {
     /// Plan only: show the steps and diffs, change nothing.
     #[arg(long)]
     pub check: bool,
@@ -50,6 +41,35 @@ pub struct ApplyArgs {
     /// Seconds an actor (prescribe, choreograph) may run.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub actor_timeout: u64,
+}
+
+impl RoutineArgs {
+    /// As the routine's options.
+    pub fn options(&self) -> ApplyOptions {
+        ApplyOptions {
+            check: self.check,
+            max_rounds: self.max_rounds,
+            fail_fast: self.fail_fast,
+            actor_timeout: Duration::from_secs(self.actor_timeout),
+        }
+    }
+}
+
+/// `ingot apply`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyArgs {
+    /// The master tree (actors/prescribe, actors/choreograph).
+    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = DEFAULT_DIR)]
+    pub master: PathBuf,
+    /// The minion tree to drive, in-process.
+    #[arg(long, value_name = "DIR", env = "INGOT_MINION", default_value = minion::DEFAULT_DIR)]
+    pub minion: PathBuf,
+    /// The minion's name in reports and history (default: this host's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How the routine runs.
+    #[command(flatten)]
+    pub routine: RoutineArgs,
     /// Record into this history (SQLite path or postgres:// URL; default: MASTER/logs/history.db).
     #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
     pub history: Option<String>,
@@ -139,14 +159,9 @@ pub fn apply(rt: &tokio::runtime::Runtime, args: &ApplyArgs) -> Result<i32, Stri
     let cmd = ApplyCommand {
         master: args.master.clone(),
         minion: args.minion.clone(),
-        options: ApplyOptions {
-            check: args.check,
-            max_rounds: args.max_rounds,
-            fail_fast: args.fail_fast,
-            actor_timeout: Duration::from_secs(args.actor_timeout),
-        },
-        json: args.json,
-        detailed_exitcode: args.detailed_exitcode,
+        options: args.routine.options(),
+        json: args.routine.json,
+        detailed_exitcode: args.routine.detailed_exitcode,
     };
     let name = args.name.clone().unwrap_or_else(host_name);
     let link = LocalMinion::new(name.clone(), minion::Minion::new(&args.minion));

@@ -244,24 +244,9 @@ pub struct RunArgs {
     /// Minion names or globs (`web*`).
     #[arg(long = "targets", num_args = 1.., required = true, value_name = "GLOB")]
     pub targets: Vec<String>,
-    /// Plan only.
-    #[arg(long)]
-    pub check: bool,
-    /// With --check: exit 2 when changes are pending.
-    #[arg(long)]
-    pub detailed_exitcode: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Round cap.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_rounds: u32,
-    /// Stop at the first failed step.
-    #[arg(long)]
-    pub fail_fast: bool,
-    /// Seconds an actor may run.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub actor_timeout: u64,
+    /// How the routine runs.
+    #[command(flatten)]
+    pub routine: crate::cli::RoutineArgs,
     /// Do not record this run.
     #[arg(long)]
     pub no_history: bool,
@@ -489,12 +474,7 @@ pub fn apply_remote(
 ) -> Result<i32, String> {
     let args = RunArgs {
         targets: a.targets.clone(),
-        check: a.check,
-        detailed_exitcode: a.detailed_exitcode,
-        json: a.json,
-        max_rounds: a.max_rounds,
-        fail_fast: a.fail_fast,
-        actor_timeout: a.actor_timeout,
+        routine: a.routine.clone(),
         no_history: a.no_history,
         concurrency: 64,
     };
@@ -505,12 +485,12 @@ async fn run(master: PathBuf, args: &RunArgs) -> Result<i32, String> {
     use std::io::IsTerminal;
     let req = ControlRequest::Run(RunRequest {
         targets: args.targets.clone(),
-        check: args.check,
-        max_rounds: args.max_rounds,
-        fail_fast: args.fail_fast,
-        actor_timeout: args.actor_timeout,
-        json: args.json,
-        detailed_exitcode: args.detailed_exitcode,
+        check: args.routine.check,
+        max_rounds: args.routine.max_rounds,
+        fail_fast: args.routine.fail_fast,
+        actor_timeout: args.routine.actor_timeout,
+        json: args.routine.json,
+        detailed_exitcode: args.routine.detailed_exitcode,
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         user: historian::current_user(),
         command: std::env::args().collect(),
