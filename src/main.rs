@@ -41,9 +41,11 @@ enum Command {
     Resource(minion::cli::ResourceArgs),
     /// Converge a minion: facts → prescribe → inspect → choreograph → perform, until done.
     Apply(master::cli::ApplyArgs),
-    /// Directord: run one verb string on the local minion (`--verb RUN 'echo hi'`).
+    /// Directord: run one verb string (`--verb RUN 'echo hi'`) on a local minion (--minion) or
+    /// through the running master (--master).
     Exec(minion::directord::cli::ExecArgs),
-    /// Directord: run orchestration files (YAML) on the local minion.
+    /// Directord: run orchestration files (YAML) on a local minion (--minion) or through the
+    /// running master (--master).
     Orchestrate(minion::directord::cli::OrchestrateArgs),
     /// The master's private CA: init, issue, list, revoke minion certificates.
     Certs(master::net::cli::CertsArgs),
