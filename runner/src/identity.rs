@@ -77,12 +77,21 @@ fn lookup_user(spec: &str) -> Result<User, RunError> {
 }
 
 fn lookup_group(spec: &str) -> Result<Gid, RunError> {
-    if let Ok(n) = spec.parse::<u32>() {
-        return Ok(Gid::from_raw(n));
+    gid_of(spec).ok_or_else(|| RunError::UnknownGroup(spec.to_owned()))
+}
+
+/// The uid a user spec names: a number as it is, else the user of that name.
+pub fn uid_of(spec: &str) -> Option<Uid> {
+    match spec.parse::<u32>() {
+        Ok(n) => Some(Uid::from_raw(n)),
+        Err(_) => User::from_name(spec).ok().flatten().map(|u| u.uid),
     }
-    Group::from_name(spec)
-        .ok()
-        .flatten()
-        .map(|g| g.gid)
-        .ok_or_else(|| RunError::UnknownGroup(spec.to_owned()))
+}
+
+/// The gid a group spec names: a number as it is, else the group of that name.
+pub fn gid_of(spec: &str) -> Option<Gid> {
+    match spec.parse::<u32>() {
+        Ok(n) => Some(Gid::from_raw(n)),
+        Err(_) => Group::from_name(spec).ok().flatten().map(|g| g.gid),
+    }
 }

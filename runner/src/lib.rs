@@ -31,7 +31,7 @@ mod run;
 mod sink;
 
 pub use fd3::claim_inherited_fd3;
-pub use identity::Identity;
+pub use identity::{gid_of, uid_of, Identity};
 pub use outcome::{ExitKind, Outcome};
 pub use program::{Input, Program};
 pub use run::{run, RunError, Runner};

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use minion::directord::cache::Cache;
 use minion::directord::cli::{ExecArgs, OrchestrateArgs};
 use minion::directord::engine::Status;
-use minion::directord::job::{self, Origin};
+use minion::directord::job;
 use minion::directord::{Engine, Job, JobResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -358,26 +358,7 @@ pub fn exec(rt: &Runtime, a: &ExecArgs, master: &Path) -> i32 {
     let built: Result<Result<Vec<Job>, String>, String> = rt.block_on(async {
         let (_tmp, engine) = operator_engine(master)?;
         let (kind, spec) = engine.resolve(&a.verb).await.map_err(|e| e.to_string())?;
-        let origin = Origin {
-            parent_async: a.force_async,
-            targets: a.target.clone(),
-            ..Origin::default()
-        };
-        let text = a.string.join(" ");
-        match job::build(
-            &spec,
-            &a.verb,
-            &kind,
-            &text,
-            &Default::default(),
-            &origin,
-            &cwd(),
-        )
-        .map_err(|e| e.to_string())?
-        {
-            Ok(jobs) => Ok(Ok(jobs)),
-            Err(help) => Ok(Err(help)),
-        }
+        minion::directord::cli::exec_jobs(a, &spec, &kind).map_err(|e| e.to_string())
     });
     let jobs = match built {
         Ok(Ok(jobs)) => jobs,
@@ -390,14 +371,7 @@ pub fn exec(rt: &Runtime, a: &ExecArgs, master: &Path) -> i32 {
             return 2;
         }
     };
-    let parent = jobs.first().map(|j| j.job_id.clone()).unwrap_or_default();
-    let jobs: Vec<Job> = jobs
-        .into_iter()
-        .map(|mut j| {
-            j.parent_id = parent.clone();
-            j
-        })
-        .collect();
+
     let jobs = match attach(jobs) {
         Ok(j) => j,
         Err(e) => {

@@ -206,6 +206,41 @@ fn cwd() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
+/// The jobs of one `ingot exec`: the verb string built into jobs (or its `--exec-help` text)
+/// with one parent, so every file of an ADD glob shares it. Local and network exec both use it.
+pub fn exec_jobs(
+    a: &ExecArgs,
+    spec: &super::verb::VerbSpec,
+    kind: &str,
+) -> Result<Result<Vec<Job>, String>, job::BuildError> {
+    let origin = Origin {
+        parent_async: a.force_async,
+        targets: a.target.clone(),
+        ..Origin::default()
+    };
+    let text = a.string.join(" ");
+    let jobs = match job::build(
+        spec,
+        &a.verb,
+        kind,
+        &text,
+        &Default::default(),
+        &origin,
+        &cwd(),
+    )? {
+        Ok(jobs) => jobs,
+        Err(help) => return Ok(Err(help)),
+    };
+    let parent = jobs.first().map(|j| j.job_id.clone()).unwrap_or_default();
+    Ok(Ok(jobs
+        .into_iter()
+        .map(|mut j| {
+            j.parent_id = parent.clone();
+            j
+        })
+        .collect()))
+}
+
 /// `ingot exec`: returns the exit code.
 pub fn exec(rt: &Runtime, a: &ExecArgs) -> i32 {
     let engine = match engine(&a.local) {
@@ -223,21 +258,7 @@ pub fn exec(rt: &Runtime, a: &ExecArgs) -> i32 {
                 return 2;
             }
         };
-        let text = a.string.join(" ");
-        let origin = Origin {
-            parent_async: a.force_async,
-            targets: a.target.clone(),
-            ..Origin::default()
-        };
-        let jobs = match job::build(
-            &spec,
-            &a.verb,
-            &kind,
-            &text,
-            &Default::default(),
-            &origin,
-            &cwd(),
-        ) {
+        let jobs = match exec_jobs(a, &spec, &kind) {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(help)) => {
                 print!("{help}");
@@ -248,15 +269,6 @@ pub fn exec(rt: &Runtime, a: &ExecArgs) -> i32 {
                 return 2;
             }
         };
-        // One exec is one parent: every file of an ADD glob shares it.
-        let parent = jobs.first().map(|j| j.job_id.clone()).unwrap_or_default();
-        let jobs = jobs
-            .into_iter()
-            .map(|mut j| {
-                j.parent_id = parent.clone();
-                j
-            })
-            .collect();
         run_jobs(&engine, jobs, &a.show).await
     })
 }

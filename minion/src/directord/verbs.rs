@@ -558,25 +558,11 @@ fn chown_chmod(path: &Path, c: &Ctx) -> Result<(), String> {
 }
 
 fn resolve_user(u: &str) -> Result<nix::unistd::Uid, String> {
-    if let Ok(n) = u.parse::<u32>() {
-        return Ok(nix::unistd::Uid::from_raw(n));
-    }
-    nix::unistd::User::from_name(u)
-        .ok()
-        .flatten()
-        .map(|u| u.uid)
-        .ok_or_else(|| format!("--chown: no user {u:?} on this minion"))
+    runner::uid_of(u).ok_or_else(|| format!("--chown: no user {u:?} on this minion"))
 }
 
 fn resolve_group(g: &str) -> Result<nix::unistd::Gid, String> {
-    if let Ok(n) = g.parse::<u32>() {
-        return Ok(nix::unistd::Gid::from_raw(n));
-    }
-    nix::unistd::Group::from_name(g)
-        .ok()
-        .flatten()
-        .map(|g| g.gid)
-        .ok_or_else(|| format!("--chown: no group {g:?} on this minion"))
+    runner::gid_of(g).ok_or_else(|| format!("--chown: no group {g:?} on this minion"))
 }
 
 fn workdir_exec(c: &Ctx) -> JobOutput {
