@@ -17,6 +17,20 @@ use serde_json::{json, Value};
 /// Serialises the tests that change the host's /etc/passwd and /etc/group.
 static HOST_ETC: Mutex<()> = Mutex::new(());
 
+/// A stopped, disabled service inspected against `running` + `enabled` reports both changes.
+fn assert_wants_started_and_enabled(before: &Value) {
+    assert_eq!(
+        before["changes"]["state"],
+        json!({"observed": "stopped", "desired": "running"}),
+        "{before}"
+    );
+    assert_eq!(
+        before["changes"]["enabled"],
+        json!({"observed": false, "desired": true}),
+        "{before}"
+    );
+}
+
 fn res(kind: &str) -> &'static dyn Resource {
     resource(kind).unwrap_or_else(|| panic!("the built-in resource {kind} is not registered"))
 }
@@ -671,14 +685,7 @@ fn service_under_runit() {
     assert_eq!(before["exists"], json!(true), "{before}");
     assert_eq!(before["enabled"], json!(false));
     assert_eq!(before["state"], json!("stopped"));
-    assert_eq!(
-        before["changes"]["state"],
-        json!({"observed": "stopped", "desired": "running"})
-    );
-    assert_eq!(
-        before["changes"]["enabled"],
-        json!({"observed": false, "desired": true})
-    );
+    assert_wants_started_and_enabled(&before);
 
     let after = svc.conform(&want).unwrap();
     assert_no_changes("service conform", &after);
@@ -946,14 +953,7 @@ exit 0
     let want = json!({"name": name, "backend": "sysvinit", "state": "running", "enabled": true});
     let before = svc.inspect(&want).unwrap();
     assert_eq!(before["exists"], json!(true));
-    assert_eq!(
-        before["changes"]["state"],
-        json!({"observed": "stopped", "desired": "running"})
-    );
-    assert_eq!(
-        before["changes"]["enabled"],
-        json!({"observed": false, "desired": true})
-    );
+    assert_wants_started_and_enabled(&before);
     let after = svc.conform(&want).unwrap();
     assert_no_changes("sysvinit conform", &after);
     let pid: u64 = std::fs::read_to_string(&pidfile)
