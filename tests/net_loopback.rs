@@ -51,17 +51,7 @@ fn three_minions_converge_through_the_master_with_one_recap_and_history() {
     assert!(recap.contains("ingot history show"), "{recap}");
 
     // History on the master: the runs, with the minions' events.
-    let out = output(
-        ingot(fleet.path())
-            .args([
-                "history",
-                "--history",
-                "m/logs/history.db",
-                "show",
-                "--json",
-            ])
-            .arg(doc["run"].as_str().unwrap()),
-    );
+    let out = fleet.history_show(doc["run"].as_str().unwrap());
     assert!(out.status.success());
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -333,17 +323,7 @@ fn work_done_while_disconnected_is_delivered_once_after_reconnecting() {
     assert!(fleet.minion_log("far").contains("disconnected"));
 
     // The line written while cut off reached the master's history.
-    let out = output(
-        ingot(fleet.path())
-            .args([
-                "history",
-                "--history",
-                "m/logs/history.db",
-                "show",
-                "--json",
-            ])
-            .arg(doc["run"].as_str().unwrap()),
-    );
+    let out = fleet.history_show(doc["run"].as_str().unwrap());
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(shown.matches("said while cut off").count(), 1, "{shown}");
     // Events sent before the cut and replayed after it are not stored twice.

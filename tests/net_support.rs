@@ -110,6 +110,21 @@ impl Fleet {
             .unwrap_or_else(|| panic!("no enrollment port: {text}"));
     }
 
+    /// `ingot history show RUN --json` from the master's history.
+    pub fn history_show(&self, run: &str) -> std::process::Output {
+        output(
+            ingot(self.path())
+                .args([
+                    "history",
+                    "--history",
+                    "m/logs/history.db",
+                    "show",
+                    "--json",
+                ])
+                .arg(run),
+        )
+    }
+
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(self.path().join("master.log")).unwrap_or_default()
     }
