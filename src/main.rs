@@ -53,7 +53,9 @@ enum Command {
     Master(master::net::cli::MasterArgs),
     /// The minion agent (`serve`): connects out to the master and runs its requests.
     Minion(master::net::cli::MinionArgs),
-    /// Ask the running master: `--list-nodes`.
+    /// Directord's manage: nodes (--list-nodes, --purge-nodes), the jobs run through the
+    /// master (--list-jobs, --job-info, --analyze-job, --analyze-parent, --export-jobs,
+    /// --purge-jobs), the minions' caches (--dump-cache).
     Manage(master::net::cli::ManageArgs),
     /// Print a systemd unit file for the master or the minion agent.
     SystemdUnit(master::net::cli::SystemdUnitArgs),

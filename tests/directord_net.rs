@@ -101,7 +101,7 @@ fn run_once_lands_on_one_minion_and_query_merges_every_minion() {
         assert!(out.contains(&format!("STDOUT: {n} = fromd2")), "{out}");
     }
 
-    // ADD over the network: content and hash travel with the job.
+    // ADD over the network: the content travels before the job, named by its hash.
     std::fs::write(d.join("payload.txt"), "payload\n").unwrap();
     let dest = d.join("dest");
     std::fs::create_dir_all(&dest).unwrap();
@@ -127,4 +127,507 @@ fn run_once_lands_on_one_minion_and_query_merges_every_minion() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("Target unknown"), "{}", text(&o));
+}
+
+/// `ingot exec --stream --master m --verb VERB STRING` from the fleet's directory.
+fn exec(fleet: &Fleet, verb: &str, s: &str) -> Output {
+    output(
+        ingot(fleet.path())
+            .args(["exec", "--stream", "--verb", verb, "--master"])
+            .arg(fleet.master_dir())
+            .arg(s),
+    )
+}
+
+/// The files a minion received from the master: `CACHE/transfer/<sha3-224>`.
+fn received(fleet: &Fleet, minion: &str) -> Vec<std::path::PathBuf> {
+    let dir = fleet.path().join(minion).join("cache/directord/transfer");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
+    files.sort();
+    files
+}
+
+/// `text` without terminal colour sequences.
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn add_ships_a_file_over_the_frame_cap_in_chunks_and_only_once() {
+    use std::os::unix::fs::MetadataExt;
+    let fleet = fleet();
+    let d = fleet.path();
+    // 17 MiB of pseudo-random bytes: more than the 16 MiB frame cap (unoptimised SHA3 makes
+    // every further MiB cost the debug build seconds).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..(17 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(d.join("big.bin"), &big).unwrap();
+    let dest = d.join("landed");
+    let add = format!("--skip-cache big.bin {}/big.bin", dest.display());
+
+    let o = exec(&fleet, "ADD", &add);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", fleet.master_log());
+    assert!(out.contains("[d1, d2, d3]"), "{out}");
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big);
+    let mut stamps = Vec::new();
+    for n in NAMES {
+        let files = received(&fleet, n);
+        assert_eq!(files.len(), 1, "{n}: {files:?}");
+        assert!(
+            std::fs::read(&files[0]).unwrap() == big,
+            "{n}: content differs"
+        );
+        let meta = std::fs::metadata(&files[0]).unwrap();
+        stamps.push((meta.ino(), meta.mtime(), meta.mtime_nsec()));
+    }
+    let log = fleet.master_log();
+    assert_eq!(
+        log.matches("content uploaded to the master").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("content shipped").count(), 3, "{log}");
+    assert!(plain(&log).contains("chunks=17"), "{log}");
+
+    // The same content again (the job runs again: --skip-cache): nothing travels.
+    std::fs::remove_file(dest.join("big.bin")).unwrap();
+    let o = exec(&fleet, "ADD", &add);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big);
+    let log = fleet.master_log();
+    assert_eq!(
+        log.matches("content uploaded to the master").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("content shipped").count(), 3, "{log}");
+    assert_eq!(log.matches("content already held").count(), 3, "{log}");
+    for (n, before) in NAMES.iter().zip(&stamps) {
+        let files = received(&fleet, n);
+        let meta = std::fs::metadata(&files[0]).unwrap();
+        assert_eq!(
+            (meta.ino(), meta.mtime(), meta.mtime_nsec()),
+            *before,
+            "{n} received it again"
+        );
+    }
+}
+
+/// A user verb: `describe` publishes its option list, `job` prints a job output.
+fn hello_verb(version: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+case "$1" in
+describe) cat <<'EOF'
+{{"description": "greets", "actions": {{"job": "greet"}}, "args": {{"help": "Say hello.", "cacheable": false, "options": [{{"name": "whom", "type": "str", "nargs": "rest", "help": "whom to greet"}}]}}}}
+EOF
+;;
+job) input=$(cat)
+  whom=$(printf '%s' "$input" | sed -n 's/.*"whom":"\([^"]*\)".*/\1/p')
+  me=$(printf '%s' "$input" | sed -n 's/.*"minion":"\([^"]*\)".*/\1/p')
+  printf '{{"outcome": true, "stdout": "hello %s from %s ({version})"}}\n' "$whom" "$me";;
+*) echo "unknown action $1" >&2; exit 2;;
+esac
+"#
+    )
+}
+
+#[test]
+fn user_components_are_shipped_to_minions_and_again_when_they_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let fleet = fleet();
+    let m = fleet.master_dir();
+    let master_file = m.join("resources/hello");
+    crate::util::script(&master_file, &hello_verb("v1"));
+    let installed = |n: &str| fleet.path().join(n).join("resources/hello");
+    let o = exec(&fleet, "HELLO", "world");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", fleet.master_log());
+    for n in NAMES {
+        assert!(
+            out.contains(&format!("STDOUT: {n} = hello world from {n} (v1)")),
+            "{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(installed(n)).unwrap(),
+            hello_verb("v1")
+        );
+        let meta = std::fs::symlink_metadata(installed(n)).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    }
+    let installs = || {
+        fleet
+            .master_log()
+            .matches("user component installed")
+            .count()
+    };
+    assert_eq!(installs(), 3, "{}", fleet.master_log());
+
+    // Unchanged: not installed again.
+    let o = exec(&fleet, "HELLO", "again");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(installs(), 3);
+
+    // Changed on the master: every minion runs the new content next time.
+    crate::util::script(&master_file, &hello_verb("v2"));
+    let o = exec(&fleet, "HELLO", "world");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", fleet.master_log());
+    for n in NAMES {
+        assert!(
+            out.contains(&format!("STDOUT: {n} = hello world from {n} (v2)")),
+            "{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(installed(n)).unwrap(),
+            hello_verb("v2")
+        );
+    }
+    assert_eq!(installs(), 6);
+
+    // A file named like a built-in is never shipped (a minion's built-ins are symlinks to
+    // ingot): the job fails, saying so.
+    crate::util::script(&m.join("resources/echo"), &hello_verb("impostor"));
+    let o = exec(&fleet, "ECHO", "hi");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("built-in"), "{out}");
+    for n in NAMES {
+        let entry = fleet.path().join(n).join("resources/echo");
+        let meta = std::fs::symlink_metadata(entry).unwrap();
+        assert!(
+            meta.file_type().is_symlink(),
+            "{n}: the built-in was replaced"
+        );
+    }
+}
+
+/// `ingot manage --master m ...` against the master's own history (MASTER/logs/history.db).
+fn manage(fleet: &Fleet, args: &[&str]) -> Output {
+    output(
+        ingot(fleet.path())
+            .env_remove("INGOT_HISTORY")
+            .args(["manage", "--master", "m"])
+            .args(args),
+    )
+}
+
+fn manage_json(fleet: &Fleet, args: &[&str]) -> serde_json::Value {
+    let o = manage(fleet, &[args, &["--json"]].concat());
+    assert!(o.status.success(), "manage {args:?}: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn manage_lists_analyzes_exports_and_purges_the_jobs_run_through_the_master() {
+    let mut fleet = fleet();
+    let d = fleet.path().to_owned();
+    let orch = d.join("orch.yaml");
+    std::fs::write(
+        &orch,
+        format!(
+            "- name: setup\n  jobs:\n  - ARG: greeting hello\n  - WORKDIR: {}/work\n  \
+             - RUN: --skip-cache echo {{{{ greeting }}}}\n\
+             - name: broken\n  async: true\n  targets: [d2]\n  jobs:\n  - RUN: --skip-cache exit 3\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    // Twice: the second time WORKDIR is skipped (cached), the rest runs again.
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let o = orchestrate(&fleet, &d, "orch.yaml");
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}\n{}", fleet.master_log());
+        let run = out
+            .split("ingot history show ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no history line: {out}"))
+            .to_owned();
+        runs.push(run);
+    }
+
+    // --list-jobs: every job of both runs, with its status and counts.
+    let rows = manage_json(&fleet, &["--list-jobs"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{rows:#?}");
+    let verbs: Vec<&str> = rows.iter().map(|r| r["VERB"].as_str().unwrap()).collect();
+    assert_eq!(
+        verbs,
+        ["ARG", "WORKDIR", "RUN", "RUN", "ARG", "WORKDIR", "RUN", "RUN"]
+    );
+    let status: Vec<&str> = rows.iter().map(|r| r["STATUS"].as_str().unwrap()).collect();
+    assert_eq!(
+        status,
+        ["success", "success", "success", "failed", "success", "skipped", "success", "failed"]
+    );
+    assert_eq!(
+        (rows[3]["SUCCESS"].as_u64(), rows[3]["FAILED"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(
+        (rows[5]["SUCCESS"].as_u64(), rows[5]["SKIPPED"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(rows[0]["PARENT_JOB_NAME"], "setup");
+    assert_eq!(rows[3]["PARENT_JOB_NAME"], "broken");
+    assert_eq!(
+        (rows[0]["RUN"].as_str(), rows[4]["RUN"].as_str()),
+        (Some(&*runs[0]), Some(&*runs[1]))
+    );
+    let o = manage(&fleet, &["--list-jobs"]);
+    let table = text(&o);
+    assert!(o.status.success());
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "PARENT_JOB_NAME",
+            "VERB",
+            "EXECUTION_TIME",
+            "PROCESSING",
+            "SUCCESS",
+            "FAILED"
+        ]
+    );
+    assert!(table.contains("Total Items: 8"), "{table}");
+    let failed = manage_json(&fleet, &["--list-jobs", "--filter", "failed"]);
+    assert_eq!(failed.as_array().unwrap().len(), 2);
+    let one = manage_json(
+        &fleet,
+        &["--list-jobs", "--filter", "VERB=workdir", "STATUS=skipped"],
+    );
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(
+        manage(&fleet, &["--list-jobs", "--filter", "colour=red"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        manage(&fleet, &[]).status.code(),
+        Some(2),
+        "an action is required"
+    );
+
+    // --job-info: every minion's result, by id and as `last`.
+    let echo = rows[6]["ID"].as_str().unwrap();
+    let info = manage_json(&fleet, &["--job-info", echo]);
+    for n in NAMES {
+        assert_eq!(
+            info["STDOUT"][n].as_str().map(str::trim),
+            Some("hello"),
+            "{info:#}"
+        );
+    }
+    assert_eq!(info["SUCCESS"], serde_json::json!(["d1", "d2", "d3"]));
+    assert_eq!(info["JOB_DEFINITION"]["command"], "echo {{ greeting }}");
+    let o = manage(&fleet, &["--job-info", &echo[..13]]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for n in NAMES {
+        assert!(t.contains(&format!("{n} = hello")), "{t}");
+    }
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("VERB") && l.ends_with("RUN")),
+        "{t}"
+    );
+    let last = manage_json(&fleet, &["--job-info", "last"]);
+    assert_eq!(last["ID"], rows[7]["ID"]);
+    assert_eq!(last["FAILED"], serde_json::json!(["d2"]));
+    assert_eq!(last["PARENT_JOB_NAME"], "broken");
+
+    // Unknown ids: exit 1, naming what exists.
+    let o = manage(&fleet, &["--job-info", "no-such-job"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no-such-job") && err.contains(last["ID"].as_str().unwrap()),
+        "{err}"
+    );
+    assert_eq!(
+        manage(&fleet, &["--analyze-parent", "no-such-parent"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // --analyze-parent / --analyze-job: Directord's counts.
+    let setup = rows[4]["PARENT_JOB_ID"].as_str().unwrap();
+    let a = manage_json(&fleet, &["--analyze-parent", setup]);
+    assert_eq!(a["TOTAL_JOBS"], 3, "{a:#}");
+    assert_eq!(
+        (a["TOTAL_SUCCESSES"].as_u64(), a["TOTAL_SKIPPED"].as_u64()),
+        (Some(6), Some(3))
+    );
+    assert_eq!(
+        (a["TOTAL_FAILURES"].as_u64(), a["TOTAL_NODE_COUNT"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert!(a["COMBINED_EXECUTION_TIME"].as_f64().unwrap() > 0.0);
+    assert!(a["FASTEST_NODE_EXECUTION"]["node"].is_string());
+    let o = manage(&fleet, &["--analyze-parent", setup]);
+    assert!(text(&o).contains("TOTAL_NODE_COUNT"), "{}", text(&o));
+    let a = manage_json(&fleet, &["--analyze-job", rows[3]["ID"].as_str().unwrap()]);
+    assert_eq!(
+        (a["TOTAL_FAILURES"].as_u64(), a["TOTAL_NODE_COUNT"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // `ingot history` shows the same runs: one step per job and minion.
+    let list = output(ingot(&d).args([
+        "history",
+        "--history",
+        "m/logs/history.db",
+        "list",
+        "--json",
+    ]));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&*runs[1], &*runs[0]]);
+    assert_eq!(list[0]["status"], "failed");
+    assert_eq!(list[0]["steps"], 10);
+    assert!(
+        list[0]["command"].to_string().contains("orchestrate"),
+        "{list:#}"
+    );
+    let show: serde_json::Value =
+        serde_json::from_slice(&fleet.history_show(&runs[0]).stdout).unwrap();
+    let steps = show["steps"].as_array().unwrap();
+    assert!(steps.iter().all(|s| s["action"] == "job"), "{show:#}");
+    let echo_steps: Vec<_> = steps
+        .iter()
+        .filter(|s| s["desired"]["job_id"] == rows[2]["ID"])
+        .collect();
+    assert_eq!(echo_steps.len(), 3);
+    assert!(echo_steps
+        .iter()
+        .all(|s| s["kind"] == "run" && s["outcome"] == "changed"));
+    assert!(show["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["key"] == "stdout"));
+    let tree = output(
+        ingot(&d)
+            .args(["history", "--history", "m/logs/history.db", "show"])
+            .arg(&runs[0]),
+    );
+    assert!(text(&tree).contains("hello"), "{}", text(&tree));
+
+    // --export-jobs: a JSON file of every job.
+    let file = d.join("jobs.json");
+    let o = manage(&fleet, &["--export-jobs", file.to_str().unwrap()]);
+    assert!(text(&o).contains("Exported data to"), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let doc = doc.as_object().unwrap();
+    assert_eq!(doc.len(), 8);
+    assert_eq!(
+        doc[echo]["STDOUT"]["d1"].as_str().map(str::trim),
+        Some("hello")
+    );
+
+    // --dump-cache: every minion's cache, with the ARG's value.
+    let caches = manage_json(&fleet, &["--dump-cache"]);
+    for n in NAMES {
+        assert_eq!(caches[n]["args"]["greeting"], "hello", "{caches:#}");
+    }
+
+    // --purge-jobs empties the list (and the history of those runs).
+    let o = manage(&fleet, &["--purge-jobs"]);
+    assert!(text(&o).contains("Purged 8 jobs"), "{}", text(&o));
+    assert_eq!(manage_json(&fleet, &["--list-jobs"]), serde_json::json!([]));
+    assert!(fleet.history_show(&runs[0]).status.code() != Some(0));
+
+    // --purge-nodes forgets a minion that went away, not the connected ones.
+    fleet.kill_minion("d3");
+    let gone = crate::net_support::wait_for(std::time::Duration::from_secs(20), || {
+        (fleet.state_of("d3").as_deref() == Some("expired")).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}", fleet.nodes());
+    let purged = manage_json(&fleet, &["--purge-nodes"]);
+    assert_eq!(purged["purged"], serde_json::json!(["d3"]), "{purged:#}");
+    assert_eq!(fleet.state_of("d1").as_deref(), Some("connected"));
+    assert_eq!(fleet.state_of("d3").as_deref(), Some("never-seen"));
+}
+
+#[test]
+fn queuesentinel_through_the_master_drops_the_jobs_not_yet_run() {
+    let fleet = fleet();
+    let mut yaml = String::from("- name: slow\n  jobs:\n");
+    for i in 0..30 {
+        yaml.push_str(&format!("  - RUN: --skip-cache sleep 0.3; echo done {i}\n"));
+    }
+    std::fs::write(fleet.path().join("slow.yaml"), yaml).unwrap();
+    let mut slow = ingot(fleet.path())
+        .env("INGOT_HISTORY", fleet.path().join("history.db"))
+        .args(["orchestrate", "slow.yaml", "--master"])
+        .arg(fleet.master_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first job is through, drain every queue.
+    use std::io::BufRead as _;
+    let mut lines = std::io::BufReader::new(slow.stdout.take().unwrap()).lines();
+    let mut shown = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        shown.push_str(&line);
+        shown.push('\n');
+        if line.starts_with("Job Success") {
+            break;
+        }
+    }
+    let o = exec(&fleet, "QUEUESENTINEL", "true");
+    assert!(o.status.success(), "{}", text(&o));
+    for line in lines {
+        shown.push_str(&line.unwrap());
+        shown.push('\n');
+    }
+    let status = slow.wait().unwrap();
+    let ran = shown
+        .lines()
+        .filter(|l| l.starts_with("Job Success"))
+        .count();
+    let dropped = shown.matches("Omitted due to sentinel").count();
+    assert!(!status.success(), "{shown}");
+    assert!((1..30).contains(&ran), "{ran} jobs ran: {shown}");
+    assert!(dropped >= 1, "{shown}");
+    assert!(
+        shown.contains("30 jobs:"),
+        "every job is accounted for: {shown}"
+    );
 }

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::net_support::{report, wait_for, Fleet, Relay};
+use crate::net_support::{report, spool_drained, wait_for, Fleet, Relay};
 use crate::util::{ingot, output};
 
 #[test]
@@ -63,11 +63,7 @@ fn three_minions_converge_through_the_master_with_one_recap_and_history() {
     let empty = wait_for(Duration::from_secs(5), || {
         ["web1", "web2", "db1"]
             .iter()
-            .all(|n| {
-                std::fs::read_dir(fleet.path().join(n).join("logs/spool"))
-                    .map(|d| d.count() == 0)
-                    .unwrap_or(false)
-            })
+            .all(|n| spool_drained(&fleet.path().join(n)))
             .then_some(())
     });
     assert!(empty.is_some(), "spool files left behind");
@@ -290,16 +286,7 @@ fn work_done_while_disconnected_is_delivered_once_after_reconnecting() {
     fleet.wait_connected(&["far"]);
 
     let run = std::thread::spawn(move || {
-        let out = ingot(&d)
-            .args([
-                "master",
-                "--master",
-                "m",
-                "run",
-                "--json",
-                "--targets",
-                "far",
-            ])
+        let out = crate::net_support::master_run(&d, &["far"])
             .output()
             .unwrap();
         (
@@ -497,4 +484,343 @@ fn certificates_near_expiry_are_renewed_without_the_operator() {
     assert_eq!(fleet.state_of("short").as_deref(), Some("connected"));
     let (code, doc) = fleet.run(&["short"]);
     assert_eq!(code, 0, "{doc:#}");
+}
+
+/// A resource whose conform takes `secs` seconds: it counts its runs, says something on
+/// stderr before and after, and touches a marker once it has started.
+fn slow_resource(dir: &std::path::Path, name: &str, secs: u32) -> String {
+    let (count, started) = (
+        dir.join(format!("count-{name}")),
+        dir.join(format!("started-{name}")),
+    );
+    format!(
+        r#"#!/bin/sh
+case $1 in
+ describe) exit 1;;
+ inspect) cat >/dev/null
+   if [ -s {count} ]; then echo '{{"kind":"slow","name":"{name}"}}'
+   else echo '{{"kind":"slow","name":"{name}","changes":{{"done":{{"observed":false,"desired":true}}}}}}'; fi;;
+ conform) cat >/dev/null
+   echo "conform of {name} begins" >&2
+   echo run >> {count}
+   touch {started}
+   sleep {secs}
+   echo "conform of {name} ends" >&2
+   echo '{{"kind":"slow","name":"{name}"}}';;
+esac
+"#,
+        count = count.display(),
+        started = started.display(),
+    )
+}
+
+#[test]
+fn a_run_survives_a_restart_of_the_master() {
+    let names = ["r1", "r2", "r3"];
+    let mut fleet = Fleet::start(30);
+    let d = fleet.path().to_owned();
+    crate::util::script(
+        &fleet.master_dir().join("actors/prescribe"),
+        r#"#!/bin/sh
+me=$(sed -n 's/.*"me":"\([^"]*\)".*/\1/p')
+echo "[{\"kind\":\"slow\",\"name\":\"$me\"}]"
+"#,
+    );
+    for n in names {
+        let tree = fleet.minion_tree(n, "");
+        // r1 ends while the master is down (its result waits in the spool); the others end
+        // after the master is back (their events and results reach it live).
+        let secs = if n == "r1" { 2 } else { 5 };
+        crate::util::script(&tree.join("resources/slow"), &slow_resource(&d, n, secs));
+        fleet.start_minion(n, &format!("machine-{n}"), None);
+    }
+    fleet.wait_connected(&names);
+
+    let dir = d.clone();
+    let client = std::thread::spawn(move || {
+        crate::net_support::master_run(&dir, &["r*"])
+            .output()
+            .unwrap()
+    });
+    let all_started = wait_for(Duration::from_secs(30), || {
+        names
+            .iter()
+            .all(|n| d.join(format!("started-{n}")).exists())
+            .then_some(())
+    });
+    assert!(all_started.is_some(), "{}", fleet.master_log());
+    // The master dies while every conform runs; the minions carry on and spool.
+    fleet.kill_master();
+    let client = client.join().unwrap();
+    assert!(
+        !client.status.success(),
+        "the run's client sees the master go"
+    );
+    let spooled_result = wait_for(Duration::from_secs(10), || {
+        std::fs::read_dir(d.join("r1/logs/spool"))
+            .ok()?
+            .flatten()
+            .any(|f| {
+                std::fs::read_to_string(f.path())
+                    .unwrap_or_default()
+                    .contains("{\"result\"")
+            })
+            .then_some(())
+    });
+    assert!(spooled_result.is_some(), "{}", fleet.minion_log("r1"));
+    fleet.start_master(30);
+    fleet.wait_connected(&names);
+
+    // The run was marked interrupted at start-up.
+    let list = |status: &str| -> Vec<serde_json::Value> {
+        let out = output(ingot(&d).args([
+            "history",
+            "--history",
+            "m/logs/history.db",
+            "list",
+            "--json",
+            "--status",
+            status,
+        ]));
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let interrupted = list("interrupted");
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert!(list("running").is_empty());
+    let run = interrupted[0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        interrupted[0]["ended_us"].as_i64().is_some(),
+        "{interrupted:?}"
+    );
+
+    // The results the minions spooled reach that run: each step with its outcome and events.
+    let steps_done = |doc: &serde_json::Value| {
+        names.iter().all(|n| {
+            doc["steps"].as_array().unwrap().iter().any(|s| {
+                s["minion"] == *n
+                    && s["kind"] == "slow"
+                    && s["action"] == "conform"
+                    && s["outcome"] == "changed"
+            })
+        })
+    };
+    let doc = wait_for(Duration::from_secs(30), || {
+        let out = fleet.history_show(&run);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        steps_done(&doc).then_some(doc)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the steps' results were not recorded: {}\nmaster log:\n{}",
+            String::from_utf8_lossy(&fleet.history_show(&run).stdout),
+            fleet.master_log()
+        )
+    });
+    assert_eq!(doc["run"]["status"], "interrupted", "{doc:#}");
+    let events = doc["events"].as_array().unwrap();
+    for n in names {
+        let step = doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["minion"] == n && s["action"] == "conform")
+            .unwrap();
+        assert_eq!(step["after"]["name"], n, "{step:#}");
+        for said in ["begins", "ends"] {
+            let line = format!("conform of {n} {said}");
+            let found: Vec<_> = events
+                .iter()
+                .filter(|e| e["key"] == "stderr" && e["data"]["line"] == format!("{line}\n"))
+                .collect();
+            assert_eq!(found.len(), 1, "{line:?} once: {found:#?}");
+            assert_eq!(found[0]["step"], step["no"], "{found:#?}");
+            assert_eq!(found[0]["minion"], n);
+        }
+        // Nothing ran twice.
+        assert_eq!(
+            std::fs::read_to_string(d.join(format!("count-{n}"))).unwrap(),
+            "run\n",
+            "{n}'s conform ran once"
+        );
+    }
+    assert!(fleet
+        .master_log()
+        .contains("delivered after a restart of the master"));
+
+    // Acknowledged: the spools empty.
+    let empty = wait_for(Duration::from_secs(10), || {
+        names
+            .iter()
+            .all(|n| spool_drained(&d.join(n)))
+            .then_some(())
+    });
+    assert!(
+        empty.is_some(),
+        "spool left behind\nmaster log:\n{}",
+        fleet.master_log()
+    );
+    for n in names {
+        assert_eq!(
+            std::fs::read_to_string(d.join(format!("count-{n}"))).unwrap(),
+            "run\n"
+        );
+    }
+    assert!(fleet.master_alive());
+}
+
+/// Whether the peer closes `s` within `limit` (end of stream or a reset), reading past anything
+/// it sends first.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    use std::io::Read as _;
+    let end = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// `openssl s_client` with the certificate of the minion tree `tree`: the raw bytes of a
+/// minion's side of the TLS connection (`None` without openssl).
+fn raw_tls_client(tree: &std::path::Path, port: u16) -> Option<std::process::Child> {
+    use std::process::{Command, Stdio};
+    Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-tls1_3",
+            "-servername",
+            "ingot-master",
+        ])
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(tree.join("certs/minion.crt"))
+        .arg("-key")
+        .arg(tree.join("certs/minion.key"))
+        .arg("-CAfile")
+        .arg(tree.join("certs/ca.crt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .inspect_err(|e| eprintln!("openssl s_client unavailable ({e}): raw TLS cases skipped"))
+        .ok()
+}
+
+#[test]
+fn stalled_handshakes_and_garbage_after_one_leave_the_master_serving() {
+    let timeout = 8;
+    let mut fleet = Fleet::start_with(5, &["--handshake-timeout", &timeout.to_string()]);
+    let port = fleet.port;
+
+    // One client opens TCP and starts nothing; another stops in the middle of its ClientHello.
+    let opened = Instant::now();
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut partial = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    // Meanwhile a minion connects.
+    fleet.minion_tree("good", "");
+    fleet.start_minion("good", "m-good", None);
+    fleet.wait_connected(&["good"]);
+    assert!(
+        opened.elapsed() < Duration::from_secs(timeout),
+        "the minion connected only after the stalled handshakes timed out"
+    );
+    // The stalled clients are cut at the timeout.
+    for s in [&mut silent, &mut partial] {
+        assert!(closed_within(s, Duration::from_secs(timeout + 10)));
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(timeout - 1));
+    // (Logged just after the connection is dropped.)
+    let logged = wait_for(Duration::from_secs(5), || {
+        (fleet.master_log().matches("handshake timed out").count() == 2).then_some(())
+    });
+    assert!(logged.is_some(), "{}", fleet.master_log());
+
+    let raw = fleet.minion_tree("raw", "");
+    let hello = format!(
+        r#"{{"hello":{{"protocol":{},"version":"test","machine_id":"m-raw","started":0}}}}"#,
+        master::net::wire::PROTOCOL
+    );
+    if let Some(mut client) = raw_tls_client(&raw, port) {
+        // A minion that says hello, is welcomed, then sends bytes that are not a netstring.
+        let mut stdin = client.stdin.take().unwrap();
+        let mut stdout = client.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&seen).contains("\"welcome\"") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        stdin
+            .write_all(format!("{}:{hello},", hello.len()).as_bytes())
+            .unwrap();
+        stdin.flush().unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "no welcome: {}",
+            fleet.master_log()
+        );
+        assert_eq!(fleet.state_of("raw").as_deref(), Some("connected"));
+        // The master cuts a client that sent junk, and says so in its log.
+        let cut_and_logged = |client: &mut std::process::Child, said: &dyn Fn(&str) -> bool| {
+            let ended = wait_for(Duration::from_secs(10), || client.try_wait().unwrap());
+            assert!(ended.is_some(), "the master kept the connection");
+            let logged = wait_for(Duration::from_secs(5), || {
+                fleet.master_log().lines().any(said).then_some(())
+            });
+            assert!(logged.is_some(), "{}", fleet.master_log());
+        };
+        stdin.write_all(b"GARBAGE, not a netstring\n").unwrap();
+        stdin.flush().unwrap();
+        cut_and_logged(&mut client, &|l| {
+            l.contains("minion disconnected: malformed frame") && l.contains("raw")
+        });
+
+        // And one that sends garbage instead of its hello.
+        let mut client = raw_tls_client(&raw, port).unwrap();
+        let mut stdin = client.stdin.take().unwrap();
+        stdin.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        stdin.flush().unwrap();
+        cut_and_logged(&mut client, &|l| l.contains("raw: malformed frame"));
+    }
+
+    // The master still serves.
+    assert!(fleet.master_alive(), "{}", fleet.master_log());
+    assert_eq!(fleet.state_of("good").as_deref(), Some("connected"));
+    let (code, doc) = fleet.run(&["good"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(report(&doc, "good")["status"], "changed", "{doc:#}");
 }

@@ -116,16 +116,7 @@ fn three_minions_in_their_own_namespaces_and_a_link_going_down_and_up() {
     // Take ns2's link down while its facts run, then up again.
     let d = fleet.path().to_owned();
     let run = std::thread::spawn(move || {
-        let out = crate::util::ingot(&d)
-            .args([
-                "master",
-                "--master",
-                "m",
-                "run",
-                "--json",
-                "--targets",
-                "ns*",
-            ])
+        let out = crate::net_support::master_run(&d, &["ns*"])
             .output()
             .unwrap();
         (

@@ -18,6 +18,8 @@ pub struct Fleet {
     pub port: u16,
     pub enroll_port: u16,
     master: Option<Child>,
+    /// Extra arguments of `ingot master serve`.
+    master_args: Vec<String>,
     minions: Vec<(String, Child)>,
 }
 
@@ -36,8 +38,17 @@ impl Fleet {
         Self::start_on("127.0.0.1", grace)
     }
 
+    /// Like [`Fleet::start`], with extra arguments for `ingot master serve`.
+    pub fn start_with(grace: u64, master_args: &[&str]) -> Self {
+        Self::start_full("127.0.0.1", grace, master_args)
+    }
+
     /// Like [`Fleet::start`], the master listening on `host`.
     pub fn start_on(host: &str, grace: u64) -> Self {
+        Self::start_full(host, grace, &[])
+    }
+
+    fn start_full(host: &str, grace: u64, master_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let m = d.join("m");
@@ -57,6 +68,7 @@ impl Fleet {
             port: 0,
             enroll_port: 0,
             master: None,
+            master_args: master_args.iter().map(|a| a.to_string()).collect(),
             minions: Vec::new(),
         };
         fleet.start_master(grace);
@@ -83,6 +95,7 @@ impl Fleet {
             .args(["master", "--master", "m", "serve", "--listen", &listen])
             .args(["--heartbeat", "1", "--grace", &grace.to_string()])
             .args(["--enroll-listen", &format!("{}:0", self.host)])
+            .args(&self.master_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -127,6 +140,15 @@ impl Fleet {
 
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(self.path().join("master.log")).unwrap_or_default()
+    }
+
+    /// kill -9 the master (a crash: nothing is cleaned up); [`Fleet::start_master`] starts it
+    /// again on the same port.
+    pub fn kill_master(&mut self) {
+        if let Some(mut c) = self.master.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// The master is still running.
@@ -250,11 +272,7 @@ impl Fleet {
 
     /// `ingot master run --targets ... --json`: the exit code and the document.
     pub fn run(&self, targets: &[&str]) -> (i32, Value) {
-        let out = output(
-            ingot(self.path())
-                .args(["master", "--master", "m", "run", "--json", "--targets"])
-                .args(targets),
-        );
+        let out = output(&mut master_run(self.path(), targets));
         let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "no JSON document ({e}): {}\nmaster log:\n{}",
@@ -369,4 +387,24 @@ impl Relay {
     pub fn reopen(&self) {
         *self.open.lock().unwrap() = true;
     }
+}
+
+/// The minion tree's spool holds no undelivered frame: every slot is empty (slots are
+/// truncated and reused, not removed, once the master acknowledged them).
+pub fn spool_drained(minion_tree: &Path) -> bool {
+    std::fs::read_dir(minion_tree.join("logs/spool"))
+        .map(|d| {
+            d.flatten()
+                .all(|e| e.metadata().map(|m| m.len() == 0).unwrap_or(false))
+        })
+        .unwrap_or(false)
+}
+
+/// `ingot master --master m run --json --targets TARGETS...` in `dir` (for runs started on
+/// another thread while the test disturbs the fleet).
+pub fn master_run(dir: &Path, targets: &[&str]) -> Command {
+    let mut c = ingot(dir);
+    c.args(["master", "--master", "m", "run", "--json", "--targets"])
+        .args(targets);
+    c
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use channel3::{Event, Timestamp};
 
 use crate::model::{
-    EventRow, ListFilter, PruneFilter, PruneReport, RunMeta, RunStatus, RunSummary, Stats,
+    EventRow, ListFilter, PruneFilter, PruneReport, RunMeta, RunStatus, RunStep, RunSummary, Stats,
     StepOutcome, StepRow,
 };
 use crate::Result;
@@ -27,6 +27,9 @@ pub(crate) enum Op {
     },
     /// A step started (or a whole step, when `end` is set).
     Step(Box<StepWrite>),
+    /// A step, stored only if the run has no step with its number yet (a step ended after a
+    /// restart of its recorder, whose start may not have been committed).
+    EnsureStep(Box<StepWrite>),
     /// A step ended.
     StepEnd {
         run: i64,
@@ -89,6 +92,12 @@ pub(crate) trait ReadBackend: Send {
     fn prune(&mut self, f: &PruneFilter, dry_run: bool) -> Result<PruneReport>;
     /// Totals, slow steps and failure counts.
     fn stats(&mut self, top: usize) -> Result<Stats>;
+    /// Every step with this action, with its run's id and status: oldest run first, then by
+    /// step number.
+    fn steps_with_action(&mut self, action: &str) -> Result<Vec<RunStep>>;
+    /// Deletes the finished runs with these ids (with their steps and events); running runs
+    /// and unknown ids are left alone.
+    fn delete_runs(&mut self, ids: &[String]) -> Result<PruneReport>;
 }
 
 /// Parses a JSON column; a value that is not JSON is kept as a string.

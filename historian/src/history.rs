@@ -95,6 +95,52 @@ impl History {
         })
     }
 
+    /// A handle on the run `id` (its full id), recorded earlier, possibly by a process that
+    /// has since died, to add what arrives late: results a master receives after its own
+    /// restart. The handle never ends the run: [`RunHandle::finish`] does nothing and dropping
+    /// it marks nothing (see [`History::interrupt_run`]).
+    pub fn reattach_run(&self, id: &str) -> Result<RunHandle> {
+        let mut store = crate::Store::open(self.location())?;
+        let run = store.find(id)?;
+        if run.id != id {
+            return Err(Error::NoSuchRun(id.to_owned()));
+        }
+        let next = store.steps(&run)?.iter().map(|s| s.no).max().unwrap_or(0) + 1;
+        Ok(RunHandle {
+            inner: Arc::new(RunInner {
+                history: self.shared.clone(),
+                key: run.key,
+                id: run.id,
+                next_step: AtomicI64::new(next),
+                changed: AtomicU64::new(run.changed.max(0) as u64),
+                failed: AtomicU64::new(run.failed.max(0) as u64),
+                finished: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    /// Marks the run `id` (its full id) [`RunStatus::Interrupted`], ended now, if it is still
+    /// running: its recorder stopped without finishing it. `Ok(false)` when the run had ended
+    /// or is not in this history. Committed before this returns.
+    pub fn interrupt_run(&self, id: &str) -> Result<bool> {
+        let mut store = crate::Store::open(self.location())?;
+        let run = match store.find(id) {
+            Ok(run) if run.id == id => run,
+            Ok(_) | Err(Error::NoSuchRun(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if run.status != RunStatus::Running {
+            return Ok(false);
+        }
+        self.shared.writer.send(Op::FinishRun {
+            run: run.key,
+            status: RunStatus::Interrupted,
+            ended: Timestamp::now(),
+        })?;
+        self.flush()?;
+        Ok(true)
+    }
+
     /// Waits until everything recorded so far is committed; reports a write failure.
     pub fn flush(&self) -> Result<()> {
         self.shared.writer.flush()
@@ -161,6 +207,12 @@ impl RunHandle {
         self.sink_for(minion, None)
     }
 
+    /// A sink for events of step `no` (as returned by [`RunHandle::record_step`]) on `minion`:
+    /// for output that is known only once the step has been recorded after the fact.
+    pub fn step_sink(&self, minion: &str, no: i64) -> HistorySink {
+        self.sink_for(minion, Some(no))
+    }
+
     fn sink_for(&self, minion: &str, step: Option<i64>) -> HistorySink {
         HistorySink {
             tx: self.inner.history.writer.tx.clone(),
@@ -212,6 +264,39 @@ impl RunHandle {
         };
         self.send(Op::Step(Box::new(write)));
         no
+    }
+
+    /// Records how step `no` ended, after the fact: a result that arrived after the recorder
+    /// restarted (see [`History::reattach_run`]). A step that was never stored (its start was
+    /// not committed before the restart) is created from `start` and `started`; a stored one
+    /// keeps its start and desired state. `start.desired` may be `null` (unknown); its
+    /// `sensitive` fields are masked in `end`.
+    pub fn end_step(
+        &self,
+        no: i64,
+        start: StepStart,
+        end: StepEnd,
+        started: Timestamp,
+        duration: std::time::Duration,
+    ) {
+        let sensitive = runner::redact::sensitive_fields(&start.desired);
+        let desired = (!start.desired.is_null()).then(|| redacted_json(&start.desired, &[]));
+        self.send(Op::EnsureStep(Box::new(StepWrite {
+            run: self.inner.key,
+            no,
+            minion: start.minion,
+            kind: start.kind,
+            action: start.action,
+            desired,
+            started,
+            end: None,
+        })));
+        let end = self.end_write(end, &sensitive, duration.as_micros() as i64);
+        self.send(Op::StepEnd {
+            run: self.inner.key,
+            no,
+            end: Box::new(end),
+        });
     }
 
     fn end_write(&self, end: StepEnd, sensitive: &[String], duration_us: i64) -> StepEndWrite {

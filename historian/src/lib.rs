@@ -58,7 +58,7 @@ pub use history::{History, HistorySink, RunHandle, StepHandle, Tee};
 pub use location::{default_path, Location, ENV_VAR};
 pub use model::{
     current_user, EventRow, FailureCount, ListFilter, PruneFilter, PruneReport, RunMeta, RunStatus,
-    RunSummary, SlowStep, Stats, StepEnd, StepOutcome, StepRecord, StepRow, StepStart,
+    RunStep, RunSummary, SlowStep, Stats, StepEnd, StepOutcome, StepRecord, StepRow, StepStart,
 };
 pub use recording::{open_for_command, CommandRecording, LOCAL};
 pub use store::{RunDetail, Store};

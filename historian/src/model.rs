@@ -19,6 +19,9 @@ pub enum RunStatus {
     Changed,
     /// Finished with a failure.
     Failed,
+    /// Its recorder (the master) stopped while it ran; results delivered after the recorder
+    /// came back are still added to it.
+    Interrupted,
 }
 
 /// The outcome of one step.
@@ -62,7 +65,8 @@ macro_rules! str_enum {
     };
 }
 
-str_enum!(RunStatus, "run status", Running => "running", Ok => "ok", Changed => "changed", Failed => "failed");
+str_enum!(RunStatus, "run status", Running => "running", Ok => "ok", Changed => "changed", Failed => "failed",
+    Interrupted => "interrupted");
 str_enum!(StepOutcome, "step outcome", Running => "running", Unchanged => "unchanged",
     Changed => "changed", Failed => "failed", WouldChange => "would-change");
 
@@ -208,6 +212,17 @@ pub struct StepRow {
     pub duration_us: Option<i64>,
     /// The error, when it failed.
     pub error: Option<String>,
+}
+
+/// A step with the run it belongs to ([`crate::Store::steps_with_action`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunStep {
+    /// The run's id.
+    pub run: String,
+    /// The run's status.
+    pub status: RunStatus,
+    /// The step.
+    pub step: StepRow,
 }
 
 /// One stored channel3 event.

@@ -13,8 +13,8 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use crate::backend::{json_col, strings_col, Op, ReadBackend, WriteBackend};
 use crate::model::{
-    EventRow, FailureCount, ListFilter, PruneFilter, PruneReport, RunSummary, SlowStep, Stats,
-    StepRow,
+    EventRow, FailureCount, ListFilter, PruneFilter, PruneReport, RunStep, RunSummary, SlowStep,
+    Stats, StepRow,
 };
 use crate::{Error, Result};
 
@@ -204,7 +204,9 @@ impl WriteBackend for Postgres {
                     *counts.entry(*run).or_default() += 1;
                     note(*run, minion.clone(), &mut pairs);
                 }
-                Op::Step(s) => note(s.run, Arc::from(s.minion.as_str()), &mut pairs),
+                Op::Step(s) | Op::EnsureStep(s) => {
+                    note(s.run, Arc::from(s.minion.as_str()), &mut pairs)
+                }
                 _ => {}
             }
         }
@@ -241,7 +243,9 @@ impl WriteBackend for Postgres {
                         )
                         .await?;
                     }
-                    Op::Step(s) => {
+                    // A step already stored is kept: `Step` never replaces one here, and
+                    // `EnsureStep` (no end) only fills in a missing one.
+                    Op::Step(s) | Op::EnsureStep(s) => {
                         let end = s.end.as_ref();
                         tx.execute(
                             "INSERT INTO steps (run_id, no, minion, kind, action, desired, before,
@@ -367,6 +371,53 @@ impl Postgres {
     }
 }
 
+/// Counts what the selected runs (rows of `id, uuid, events, step count`) hold and, unless
+/// `dry_run`, deletes them with their events, steps and minions inside `tx`.
+async fn delete_selected(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[tokio_postgres::Row],
+    dry_run: bool,
+) -> Result<PruneReport> {
+    let mut report = PruneReport::default();
+    let mut keys: Vec<i64> = Vec::new();
+    for r in rows {
+        keys.push(r.try_get(0)?);
+        report.runs.push(r.try_get(1)?);
+        report.events += r.try_get::<_, i64>(2)?;
+        report.steps += r.try_get::<_, i64>(3)?;
+    }
+    if !dry_run {
+        for table in ["events", "steps", "run_minions"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE run_id = ANY($1)"),
+                &[&keys],
+            )
+            .await?;
+        }
+        tx.execute("DELETE FROM runs WHERE id = ANY($1)", &[&keys])
+            .await?;
+    }
+    Ok(report)
+}
+
+/// A step from the columns `no, minion, kind, action, desired, before, after, outcome,
+/// started_us, duration_us, error`, starting at column `at`.
+fn step_row_at(r: &tokio_postgres::Row, at: usize) -> Result<StepRow> {
+    Ok(StepRow {
+        no: r.try_get(at)?,
+        minion: r.try_get(at + 1)?,
+        kind: r.try_get(at + 2)?,
+        action: r.try_get(at + 3)?,
+        desired: json_col(r.try_get(at + 4)?),
+        before: json_col(r.try_get(at + 5)?),
+        after: json_col(r.try_get(at + 6)?),
+        outcome: r.try_get::<_, &str>(at + 7)?.parse()?,
+        started_us: channel3::Timestamp(r.try_get(at + 8)?),
+        duration_us: r.try_get(at + 9)?,
+        error: r.try_get(at + 10)?,
+    })
+}
+
 impl ReadBackend for Postgres {
     fn list_runs(&mut self, f: &ListFilter) -> Result<Vec<RunSummary>> {
         let sql = format!(
@@ -426,23 +477,7 @@ impl ReadBackend for Postgres {
                 duration_us, error FROM steps WHERE run_id = $1 ORDER BY no",
             &[&run],
         )?;
-        rows.iter()
-            .map(|r| {
-                Ok(StepRow {
-                    no: r.try_get(0)?,
-                    minion: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    desired: json_col(r.try_get(4)?),
-                    before: json_col(r.try_get(5)?),
-                    after: json_col(r.try_get(6)?),
-                    outcome: r.try_get::<_, &str>(7)?.parse()?,
-                    started_us: channel3::Timestamp(r.try_get(8)?),
-                    duration_us: r.try_get(9)?,
-                    error: r.try_get(10)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| step_row_at(r, 0)).collect()
     }
 
     fn events(&mut self, run: i64, after: i64, limit: usize) -> Result<Vec<EventRow>> {
@@ -469,7 +504,7 @@ impl ReadBackend for Postgres {
 
     fn prune(&mut self, f: &PruneFilter, dry_run: bool) -> Result<PruneReport> {
         let statuses: Vec<&str> = if f.statuses.is_empty() {
-            vec!["ok", "changed", "failed"]
+            vec!["ok", "changed", "failed", "interrupted"]
         } else {
             f.statuses.iter().map(|s| s.as_str()).collect()
         };
@@ -484,24 +519,8 @@ impl ReadBackend for Postgres {
                     &[&f.before.0, &statuses],
                 )
                 .await?;
-            let mut report = PruneReport::default();
-            let mut keys: Vec<i64> = Vec::new();
-            for r in &rows {
-                keys.push(r.try_get(0)?);
-                report.runs.push(r.try_get(1)?);
-                report.events += r.try_get::<_, i64>(2)?;
-                report.steps += r.try_get::<_, i64>(3)?;
-            }
+            let report = delete_selected(&tx, &rows, dry_run).await?;
             if !dry_run {
-                for table in ["events", "steps", "run_minions"] {
-                    tx.execute(
-                        &format!("DELETE FROM {table} WHERE run_id = ANY($1)"),
-                        &[&keys],
-                    )
-                    .await?;
-                }
-                tx.execute("DELETE FROM runs WHERE id = ANY($1)", &[&keys])
-                    .await?;
                 tx.commit().await?;
             }
             Ok(report)
@@ -574,5 +593,42 @@ impl ReadBackend for Postgres {
             }
         }
         Ok(s)
+    }
+
+    fn steps_with_action(&mut self, action: &str) -> Result<Vec<RunStep>> {
+        let rows = self.query(
+            "SELECT r.uuid, r.status, s.no, s.minion, s.kind, s.action, s.desired, s.before,
+                s.after, s.outcome, s.started_us, s.duration_us, s.error
+             FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.action = $1
+             ORDER BY r.started_us, r.id, s.no",
+            &[&action],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunStep {
+                    run: r.try_get(0)?,
+                    status: r.try_get::<_, &str>(1)?.parse()?,
+                    step: step_row_at(r, 2)?,
+                })
+            })
+            .collect()
+    }
+
+    fn delete_runs(&mut self, ids: &[String]) -> Result<PruneReport> {
+        let Self { rt, client, .. } = self;
+        block(rt, async {
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT id, uuid, events, (SELECT count(*) FROM steps s WHERE s.run_id = r.id)
+                     FROM runs r WHERE uuid = ANY($1) AND status <> 'running' ORDER BY started_us
+                     FOR UPDATE",
+                    &[&ids],
+                )
+                .await?;
+            let report = delete_selected(&tx, &rows, false).await?;
+            tx.commit().await?;
+            Ok(report)
+        })
     }
 }

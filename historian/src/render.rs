@@ -38,6 +38,7 @@ impl Style {
             RunStatus::Changed => "33",
             RunStatus::Ok => "32",
             RunStatus::Running => "36",
+            RunStatus::Interrupted => "35",
         };
         self.paint(code, s.as_str())
     }

@@ -14,8 +14,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 
 use crate::backend::{json_col, strings_col, Op, ReadBackend, StepWrite, WriteBackend};
 use crate::model::{
-    EventRow, FailureCount, ListFilter, PruneFilter, PruneReport, RunSummary, SlowStep, Stats,
-    StepRow,
+    EventRow, FailureCount, ListFilter, PruneFilter, PruneReport, RunStep, RunSummary, SlowStep,
+    Stats, StepRow,
 };
 use crate::{Error, Result};
 
@@ -320,6 +320,24 @@ fn insert_step(tx: &rusqlite::Transaction<'_>, s: &StepWrite) -> rusqlite::Resul
     Ok(())
 }
 
+/// Inserts a step that is not stored yet (a running one: its end follows as a `StepEnd`).
+fn ensure_step(tx: &rusqlite::Transaction<'_>, s: &StepWrite) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO steps (run_id, no, minion, kind, action, desired, outcome,
+            started_us) VALUES (?1,?2,?3,?4,?5,?6,'running',?7)",
+    )?
+    .execute(params![
+        s.run,
+        s.no,
+        s.minion,
+        s.kind,
+        s.action,
+        s.desired,
+        s.started.0
+    ])?;
+    Ok(())
+}
+
 /// An event waiting in [`Sqlite::write_batch`] for its multi-row `INSERT`.
 struct PendingEvent<'a> {
     id: i64,
@@ -451,6 +469,13 @@ impl Sqlite {
                 }
                 Op::Step(s) => {
                     insert_step(&tx, s)?;
+                    let pair = (s.run, Arc::from(s.minion.as_str()));
+                    if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
+                        new_pairs.push(pair);
+                    }
+                }
+                Op::EnsureStep(s) => {
+                    ensure_step(&tx, s)?;
                     let pair = (s.run, Arc::from(s.minion.as_str()));
                     if !self.seen.contains(&pair) && !new_pairs.contains(&pair) {
                         new_pairs.push(pair);
@@ -719,6 +744,28 @@ fn finish_runs(rows: Vec<(RunSummary, String)>) -> Result<Vec<RunSummary>> {
         .collect()
 }
 
+/// A step from the columns `no, minion, kind, action, desired, before, after, outcome,
+/// started_us, duration_us, error`, starting at column `at`, with its outcome still as text
+/// (parsed by the caller, outside rusqlite's error type).
+fn step_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(StepRow, String)> {
+    Ok((
+        StepRow {
+            no: r.get(at)?,
+            minion: r.get(at + 1)?,
+            kind: r.get(at + 2)?,
+            action: r.get(at + 3)?,
+            desired: json_col(r.get(at + 4)?),
+            before: json_col(r.get(at + 5)?),
+            after: json_col(r.get(at + 6)?),
+            outcome: crate::model::StepOutcome::Running,
+            started_us: channel3::Timestamp(r.get(at + 8)?),
+            duration_us: r.get(at + 9)?,
+            error: r.get(at + 10)?,
+        },
+        r.get::<_, String>(at + 7)?,
+    ))
+}
+
 impl ReadBackend for Sqlite {
     fn list_runs(&mut self, f: &ListFilter) -> Result<Vec<RunSummary>> {
         let sql = format!(
@@ -791,24 +838,7 @@ impl ReadBackend for Sqlite {
                 duration_us, error FROM steps WHERE run_id = ?1 ORDER BY no",
         )?;
         let rows = st
-            .query_map([run], |r| {
-                Ok((
-                    StepRow {
-                        no: r.get(0)?,
-                        minion: r.get(1)?,
-                        kind: r.get(2)?,
-                        action: r.get(3)?,
-                        desired: json_col(r.get(4)?),
-                        before: json_col(r.get(5)?),
-                        after: json_col(r.get(6)?),
-                        outcome: crate::model::StepOutcome::Running,
-                        started_us: channel3::Timestamp(r.get(8)?),
-                        duration_us: r.get(9)?,
-                        error: r.get(10)?,
-                    },
-                    r.get::<_, String>(7)?,
-                ))
-            })?
+            .query_map([run], |r| step_row_at(r, 0))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
             .map(|(mut s, o)| {
@@ -847,7 +877,7 @@ impl ReadBackend for Sqlite {
 
     fn prune(&mut self, f: &PruneFilter, dry_run: bool) -> Result<PruneReport> {
         let statuses: Vec<&str> = if f.statuses.is_empty() {
-            vec!["ok", "changed", "failed"]
+            vec!["ok", "changed", "failed", "interrupted"]
         } else {
             f.statuses.iter().map(|s| s.as_str()).collect()
         };
@@ -940,6 +970,66 @@ impl ReadBackend for Sqlite {
                 .collect::<rusqlite::Result<_>>()?;
         }
         Ok(s)
+    }
+
+    fn steps_with_action(&mut self, action: &str) -> Result<Vec<RunStep>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT r.uuid, r.status, s.no, s.minion, s.kind, s.action, s.desired, s.before,
+                s.after, s.outcome, s.started_us, s.duration_us, s.error
+             FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.action = ?1
+             ORDER BY r.started_us, r.id, s.no",
+        )?;
+        let rows = st
+            .query_map([action], |r| {
+                let (step, outcome) = step_row_at(r, 2)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    step,
+                    outcome,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(run, status, mut step, outcome)| {
+                step.outcome = outcome.parse()?;
+                Ok(RunStep {
+                    run,
+                    status: status.parse()?,
+                    step,
+                })
+            })
+            .collect()
+    }
+
+    fn delete_runs(&mut self, ids: &[String]) -> Result<PruneReport> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut report = PruneReport::default();
+        for id in ids {
+            let found: Option<(i64, i64, i64)> = tx
+                .query_row(
+                    "SELECT id, events, (SELECT count(*) FROM steps s WHERE s.run_id = runs.id)
+                     FROM runs WHERE uuid = ?1 AND status <> 'running'",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((key, events, steps)) = found else {
+                continue;
+            };
+            let (lo, hi) = run_range(key)?;
+            tx.execute("DELETE FROM events WHERE id > ?1 AND id < ?2", [lo, hi])?;
+            tx.execute("DELETE FROM steps WHERE run_id = ?1", [key])?;
+            tx.execute("DELETE FROM run_minions WHERE run_id = ?1", [key])?;
+            tx.execute("DELETE FROM runs WHERE id = ?1", [key])?;
+            report.runs.push(id.clone());
+            report.events += events;
+            report.steps += steps;
+        }
+        tx.commit()?;
+        Ok(report)
     }
 }
 

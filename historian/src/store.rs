@@ -1,7 +1,9 @@
 //! The read side: queries for `ingot history` and anyone reviewing runs.
 
 use crate::backend::ReadBackend;
-use crate::model::{EventRow, ListFilter, PruneFilter, PruneReport, RunSummary, Stats, StepRow};
+use crate::model::{
+    EventRow, ListFilter, PruneFilter, PruneReport, RunStep, RunSummary, Stats, StepRow,
+};
 use crate::{Error, Location, Result};
 
 /// A history open for reading (and pruning). Readers never block the writer.
@@ -125,5 +127,17 @@ impl Store {
     /// Totals, the `top` slowest steps and failure counts by resource and minion.
     pub fn stats(&mut self, top: usize) -> Result<Stats> {
         self.backend.stats(top)
+    }
+
+    /// Every step whose action is `action` (e.g. the `job` steps of Directord runs), with its
+    /// run's id and status: oldest run first, then in step order.
+    pub fn steps_with_action(&mut self, action: &str) -> Result<Vec<RunStep>> {
+        self.backend.steps_with_action(action)
+    }
+
+    /// Deletes the runs with these ids (full ids) with their steps and events. Runs still
+    /// running and unknown ids are left alone; the report names what went.
+    pub fn delete_runs(&mut self, ids: &[String]) -> Result<PruneReport> {
+        self.backend.delete_runs(ids)
     }
 }

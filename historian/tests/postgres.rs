@@ -107,6 +107,14 @@ fn review_commands_work_on_postgres() {
 }
 
 #[test]
+fn steps_by_action_and_deleting_runs_on_postgres() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    common::check_action_steps_and_delete(&Location::parse(&server.url));
+}
+
+#[test]
 fn two_writers_share_one_postgres_history() {
     let Some(server) = Server::start() else {
         return;

@@ -16,6 +16,12 @@ fn review_commands_work_on_sqlite() {
 }
 
 #[test]
+fn steps_by_action_and_deleting_runs_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    common::check_action_steps_and_delete(&Location::Sqlite(dir.path().join("h.db")));
+}
+
+#[test]
 fn readers_never_create_a_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("none.db");

@@ -51,6 +51,10 @@ impl StepWatch for HistoryStep {
         &self.sink
     }
 
+    fn step_no(&self) -> Option<i64> {
+        self.step.as_ref().map(StepHandle::no)
+    }
+
     fn finish(mut self: Box<Self>, report: &StepReport) {
         if let Some(step) = self.step.take() {
             step.finish(end(report));

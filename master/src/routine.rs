@@ -163,6 +163,11 @@ pub trait Observer: Sync {
 pub trait StepWatch: Send + Sync {
     /// Where the step's process events go.
     fn sink(&self) -> &dyn EventSink;
+    /// The step's number in the run's history, when it is recorded (the network journals it
+    /// with the request that performs the step).
+    fn step_no(&self) -> Option<i64> {
+        None
+    }
     /// The step ended.
     fn finish(self: Box<Self>, report: &StepReport);
 }

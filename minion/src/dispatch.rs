@@ -13,6 +13,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use channel3::{Body, Event, Message};
+
+use crate::builtin;
 use jsonschema::Validator;
 use runner::{EventSink, Outcome, Program, RunError, Runner};
 use serde_json::{json, Map, Value};
@@ -408,14 +410,19 @@ impl Minion {
             .name(kind)
             .arg("describe")
             .timeout(Duration::from_secs(30));
-        let doc = match self.runner.run(&program, sink).await {
-            Err(e) => Err(e.to_string()),
-            Ok(o) if !o.success() => Err(format!(
+        let run = match crate::inproc::builtin_here(kind, &path) {
+            Some(r) => Ok(builtin::protocol::describe(r)),
+            None => Err(self.runner.run(&program, sink).await),
+        };
+        let doc = match run {
+            Ok(doc) => Ok(doc),
+            Err(Err(e)) => Err(e.to_string()),
+            Err(Ok(o)) if !o.success() => Err(format!(
                 "describe exited with code {}{}",
                 o.code(),
                 tail_suffix(&last_line(&o.stderr_text()))
             )),
-            Ok(o) => serde_json::from_slice::<Value>(&o.stdout)
+            Err(Ok(o)) => serde_json::from_slice::<Value>(&o.stdout)
                 .map_err(|e| format!("describe printed invalid JSON ({e})")),
         };
         let desc = match doc.and_then(|d| compile(&d).map(|v| (d, v))) {
@@ -449,7 +456,18 @@ impl Minion {
         self.describes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn resource_path(&self, kind: &str) -> Result<PathBuf, DispatchError> {
+    /// Forgets the cached `describe` of `kind` (its executable was replaced).
+    pub fn forget(&self, kind: &str) {
+        self.lock_describes().remove(kind);
+    }
+
+    /// The runner every program of this minion goes through.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// `resources/KIND`, when the kind is a plain name and the entry exists.
+    pub fn resource_path(&self, kind: &str) -> Result<PathBuf, DispatchError> {
         if kind.is_empty() || kind.contains('/') || kind.starts_with('.') || kind.contains('\0') {
             return Err(DispatchError::BadKind(kind.into()));
         }
@@ -509,6 +527,8 @@ impl Minion {
                 });
             }
         }
+        // The running binary itself under a built-in's name: no exec (see `inproc`).
+        let here = crate::inproc::builtin_here(kind, &path).filter(|r| r.in_process());
         let with_kind = |v: &Value| -> Value {
             let mut v = v.clone();
             if let Some(obj) = v.as_object_mut() {
@@ -532,6 +552,13 @@ impl Minion {
                     .collect();
                 let mut results: Vec<Value> = if valid.is_empty() {
                     Vec::new()
+                } else if let Some(r) = here {
+                    match crate::inproc::perform(r, action, Value::Array(valid), timeout, sink)
+                        .await?
+                    {
+                        Value::Array(items) => items,
+                        other => vec![other],
+                    }
                 } else if desc.batch() {
                     self.run_batch(&path, kind, action, valid, timeout, sink)
                         .await?
@@ -560,6 +587,9 @@ impl Minion {
             other => {
                 let state = with_kind(other);
                 desc.check(&state)?;
+                if let Some(r) = here {
+                    return crate::inproc::perform(r, action, state, timeout, sink).await;
+                }
                 self.run_one(&path, kind, action, &state, timeout, sink)
                     .await
             }

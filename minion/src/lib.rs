@@ -22,6 +22,7 @@ pub mod builtin;
 pub mod cli;
 pub mod directord;
 pub mod dispatch;
+pub mod inproc;
 pub mod layout;
 
 pub use dispatch::{Description, DispatchError, FactProblem, FactReport, FactsError, Minion};

@@ -29,6 +29,7 @@ mod program;
 pub mod redact;
 mod run;
 mod sink;
+mod spawn;
 
 pub use fd3::claim_inherited_fd3;
 pub use identity::{gid_of, uid_of, Identity};

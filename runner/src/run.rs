@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use channel3::{Body, Event, Line, Message, SignalInfo, Spawn};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_util::codec::Decoder as _;
 
@@ -90,6 +90,31 @@ impl Runner {
     }
 }
 
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A running child: posix_spawn'd (the usual case) or forked (an identity switch).
+enum Proc {
+    Spawned(crate::spawn::Child),
+    Forked(tokio::process::Child),
+}
+
+impl Proc {
+    fn id(&self) -> u32 {
+        match self {
+            Proc::Spawned(c) => c.id(),
+            Proc::Forked(c) => c.id().expect("a child not yet waited for has a pid"),
+        }
+    }
+
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Proc::Spawned(c) => c.wait().await,
+            Proc::Forked(c) => c.wait().await,
+        }
+    }
+}
+
 /// Kills the process group if the run is abandoned (its future dropped) before the end.
 struct GroupGuard {
     pgid: Pid,
@@ -118,21 +143,39 @@ pub async fn run(program: &Program, sink: &dyn EventSink) -> Result<Outcome, Run
     } else {
         (None, None)
     };
-    let mut cmd = build_command(
-        program,
-        fd3_write.as_ref().map(AsRawFd::as_raw_fd),
-        identity.clone(),
-    );
     let started = Instant::now();
-    let spawned = cmd.spawn();
-    // The Command and our copy of the write end must go, or fd 3 never reaches EOF.
-    drop(cmd);
-    drop(fd3_write);
-    let mut child = spawned.map_err(|source| RunError::Spawn {
+    let spawn_error = |source| RunError::Spawn {
         path: program.path.display().to_string(),
         source,
-    })?;
-    let pid = child.id().expect("a just-spawned child has a pid");
+    };
+    let (mut child, stdin, stdout, stderr): (Proc, Option<Writer>, Reader, Reader) =
+        if crate::spawn::supported(program) {
+            let s = crate::spawn::spawn(program, fd3_write.as_ref()).map_err(spawn_error)?;
+            let stdin = s.stdin.map(|w| Box::new(w) as Writer);
+            (
+                Proc::Spawned(s.child),
+                stdin,
+                Box::new(s.stdout),
+                Box::new(s.stderr),
+            )
+        } else {
+            let mut cmd = build_command(
+                program,
+                fd3_write.as_ref().map(AsRawFd::as_raw_fd),
+                identity.clone(),
+            );
+            let spawned = cmd.spawn();
+            // The Command holds a copy of fd 3's write end until dropped.
+            drop(cmd);
+            let mut c = spawned.map_err(spawn_error)?;
+            let stdin = c.stdin.take().map(|w| Box::new(w) as Writer);
+            let stdout = Box::new(c.stdout.take().expect("stdout is piped"));
+            let stderr = Box::new(c.stderr.take().expect("stderr is piped"));
+            (Proc::Forked(c), stdin, stdout, stderr)
+        };
+    // Our copy of the write end must go, or fd 3 never reaches EOF.
+    drop(fd3_write);
+    let pid = child.id();
     let mut guard = GroupGuard {
         pgid: Pid::from_raw(pid as i32),
         armed: true,
@@ -142,9 +185,6 @@ pub async fn run(program: &Program, sink: &dyn EventSink) -> Result<Outcome, Run
     emit(Body::Spawn(spawn_event(program, identity.as_ref())));
 
     let stdin_bytes = stdin_bytes(program, &emit);
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
     let fd3 = fd3_read
         .map(into_async_receiver)
         .transpose()
@@ -414,7 +454,7 @@ async fn drain_channel3(
 }
 
 async fn wait_with_timeout(
-    child: &mut tokio::process::Child,
+    child: &mut Proc,
     program: &Program,
     pgid: Pid,
     emit: &impl Fn(Body),

@@ -309,3 +309,67 @@ async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     set.extend(results.into_iter().map(Option::unwrap));
     set
 }
+
+/// Children start the same whichever way they are spawned (posix_spawn normally, fork for an
+/// identity switch): own process group, nothing blocked and SIGPIPE at its default (the parent
+/// ignores it), the working directory and environment asked for, and fds 0–3 in place.
+#[test]
+fn children_start_clean_in_their_own_group_with_their_cwd_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+        echo "pgid $(ps -o pgid= -p $$ | tr -d ' ') pid $$"
+        grep -E '^Sig(Ign|Blk):' /proc/self/status
+        echo "cwd $(pwd)"
+        echo "env ${ONLY:-unset} ${HOME:-nohome}"
+        ls /proc/$$/fd | sort -n | tr '\n' ' '; echo
+    "#;
+    let mut base = Program::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .cwd(dir.path());
+    base.env = Some(vec![
+        ("ONLY".into(), "this".into()),
+        ("PATH".into(), "/usr/bin:/bin".into()),
+    ]);
+    // Switching to root is a no-op as root, and still takes the fork path.
+    let mut cases = vec![base.clone()];
+    if nix::unistd::geteuid().is_root() {
+        cases.push(base.user("root"));
+    } else {
+        eprintln!("not root: only the posix_spawn path is checked");
+    }
+    for p in cases {
+        let (out, _) = run(&p);
+        assert_eq!(out.exit, ExitKind::Exited(0), "{}", out.stderr_text());
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        let ids: Vec<&str> = text.lines().next().unwrap().split(' ').collect();
+        assert_eq!(ids[1], ids[3], "its own process group: {text}");
+        let ignored = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(
+            ignored & (1 << (libc_sigpipe() - 1)),
+            0,
+            "SIGPIPE ignored: {text}"
+        );
+        assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+        let cwd = dir.path().canonicalize().unwrap();
+        assert!(text.contains(&format!("cwd {}", cwd.display())), "{text}");
+        assert!(text.contains("env this nohome"), "{text}");
+        // 0, 1, 2 and the channel3 pipe on 3 (the shell keeps its own above 9).
+        let fds: Vec<u32> = text
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        assert_eq!(&fds[..4], &[0, 1, 2, 3], "{text}");
+    }
+}
+
+fn libc_sigpipe() -> u32 {
+    nix::sys::signal::Signal::SIGPIPE as u32
+}

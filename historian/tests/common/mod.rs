@@ -385,3 +385,100 @@ pub fn check_review(location: &Location) {
     assert!(store.find(&a).is_err());
     assert_eq!(store.stats(5).unwrap().events, 0);
 }
+
+/// Steps found by action across runs, then some runs deleted by id (running runs kept).
+pub fn check_action_steps_and_delete(location: &Location) {
+    let history = History::open(location).expect("history opens");
+    let job = |run: &historian::RunHandle, minion: &str, id: &str, outcome| {
+        run.record_step(historian::StepRecord {
+            start: StepStart {
+                minion: minion.into(),
+                kind: "run".into(),
+                action: "job".into(),
+                desired: json!({"job_id": id, "verb": "RUN"}),
+            },
+            end: StepEnd {
+                after: Some(json!({"stdout": "hi\n"})),
+                outcome: Some(outcome),
+                ..StepEnd::default()
+            },
+            started: channel3::Timestamp::now(),
+            duration: Duration::from_millis(2),
+        })
+    };
+    let first = history
+        .start_run(RunMeta::current(vec!["d1".into()]))
+        .unwrap();
+    job(&first, "d1", "j1", StepOutcome::Changed);
+    job(&first, "d2", "j1", StepOutcome::Failed);
+    first.record_step(historian::StepRecord {
+        start: StepStart {
+            minion: "d1".into(),
+            kind: "file".into(),
+            action: "conform".into(),
+            desired: json!({}),
+        },
+        end: StepEnd::default(),
+        started: channel3::Timestamp::now(),
+        duration: Duration::ZERO,
+    });
+    first.finish(first.derived_status());
+    std::thread::sleep(Duration::from_millis(2));
+    let live = history
+        .start_run(RunMeta::current(vec!["d1".into()]))
+        .unwrap();
+    let no = job(&live, "d1", "j2", StepOutcome::Unchanged);
+    runner::EventSink::emit(
+        &live.step_sink("d1", no),
+        channel3::Event::now(channel3::Message::new(
+            Some("run".into()),
+            &channel3::Body::Stdout(channel3::Line::from_bytes(b"hi\n")),
+        )),
+    );
+    history.flush().unwrap();
+
+    let mut store = Store::open(location).expect("store opens");
+    let found = store.steps_with_action("job").unwrap();
+    let seen: Vec<(&str, &str, StepOutcome)> = found
+        .iter()
+        .map(|s| {
+            (
+                s.step.desired.as_ref().unwrap()["job_id"].as_str().unwrap(),
+                s.step.minion.as_str(),
+                s.step.outcome,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("j1", "d1", StepOutcome::Changed),
+            ("j1", "d2", StepOutcome::Failed),
+            ("j2", "d1", StepOutcome::Unchanged)
+        ]
+    );
+    assert_eq!(found[0].run, first.id());
+    assert_eq!(found[0].status, RunStatus::Failed);
+    assert_eq!(found[2].status, RunStatus::Running);
+    assert_eq!(found[0].step.after.as_ref().unwrap()["stdout"], "hi\n");
+    let d = store.detail(live.id()).unwrap();
+    assert_eq!(d.events.len(), 1);
+    assert_eq!(d.events[0].step, Some(no), "the event belongs to its step");
+
+    // A running run and an unknown id are left alone.
+    let ids = vec![
+        first.id().to_owned(),
+        live.id().to_owned(),
+        "nope".to_owned(),
+    ];
+    let gone = store.delete_runs(&ids).unwrap();
+    assert_eq!(gone.runs, [first.id()]);
+    assert_eq!(gone.steps, 3);
+    assert!(store.find(first.id()).is_err());
+    assert_eq!(store.steps_with_action("job").unwrap().len(), 1);
+    live.finish(live.derived_status());
+    history.flush().unwrap();
+    let gone = store.delete_runs(&ids[1..]).unwrap();
+    assert_eq!((gone.runs.len(), gone.events), (1, 1));
+    assert!(store.steps_with_action("job").unwrap().is_empty());
+}

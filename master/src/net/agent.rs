@@ -2,11 +2,14 @@
 //! dispatch (the same code `ingot facts` / `ingot resource` run), streams events and results
 //! back, and spools them to disk so that nothing is lost while the master is unreachable.
 //!
-//! Spool: `MINION/logs/spool/ID.jsonl`, one frame per line (events then the result, numbered).
-//! A file is removed when the master acknowledges the result. After a reconnect every spool
-//! file is sent again in full; the master skips what it already has by sequence number. A
-//! request is never run twice: requests are not re-sent, and a request interrupted by the
-//! agent's own restart is reported as interrupted, not re-run.
+//! Spool: `MINION/logs/spool/slot-N.jsonl`, one request's frames per file, one per line
+//! (events then the result, numbered, each naming the request id). A slot is taken when a
+//! request arrives and emptied (truncated, not removed) when the master acknowledges the
+//! result, then reused: creating and unlinking a file per request made ext4's inode
+//! allocator the largest cost of a short job. After a reconnect every non-empty slot is sent
+//! again in full; the master skips what it already has by sequence number. A request is
+//! never run twice: requests are not re-sent, and a request interrupted by the agent's own
+//! restart is reported as interrupted, not re-run.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write as _};
@@ -54,6 +57,48 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Lets the kernel drop this process's mappings of the executable's code and map back only
+/// the pages it runs. The `ingot` binary carries the master, the historian and every built-in;
+/// an agent idles in a small part of it, but start-up and fault-around (16 pages mapped per
+/// fault) leave megabytes of unrelated code resident. Only read-and-execute mappings of the
+/// executable itself are touched: they are never written, so nothing is lost (the pages stay
+/// in the page cache and fault back in as needed). Best effort; Linux only.
+pub fn trim_resident_code() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(3).unwrap_or_default();
+        if perms != "r-xp" || std::path::Path::new(path) != exe {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        // SAFETY: the range is an r-xp mapping of our executable (read from /proc/self/maps):
+        // MADV_RANDOM turns off fault-around; MADV_DONTNEED on a never-written private file
+        // mapping only unmaps pages that fault back in unchanged.
+        unsafe {
+            let addr = start as *mut libc::c_void;
+            libc::madvise(addr, end - start, libc::MADV_RANDOM);
+            libc::madvise(addr, end - start, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 /// `/etc/machine-id`, else `/var/lib/dbus/machine-id`, else the host name.
@@ -124,7 +169,7 @@ impl runner::EventSink for OutboxSink {
 /// The agent's state across connections.
 pub struct Agent {
     minion: Minion,
-    spool: PathBuf,
+    spool: Mutex<Spool>,
     active: Mutex<HashMap<String, Arc<Mutex<Outbox>>>>,
     current: Mutex<Option<Wire>>,
     opts: AgentOptions,
@@ -135,7 +180,8 @@ pub struct Agent {
     engine: Mutex<Option<Engine>>,
 }
 
-/// ADD/COPY sources as the agent received them: `CACHE/transfer/<sha3-224>`.
+/// ADD/COPY sources as the agent received them: `CACHE/transfer/<sha3-224>` (see
+/// [`super::transfer`]).
 struct ReceivedFiles(PathBuf);
 
 impl FileSource for ReceivedFiles {
@@ -143,17 +189,135 @@ impl FileSource for ReceivedFiles {
         Box::pin(async move {
             let sha = job
                 .str("file_sha3_224")
-                .ok_or("the job carries no file_sha3_224")?;
+                .filter(|s| super::transfer::valid_sha(s))
+                .ok_or("the job carries no valid file_sha3_224")?;
             let p = self.0.join(sha);
             if p.is_file() {
                 Ok(p)
             } else {
                 Err(format!(
-                    "the content of {} was not sent with the job",
-                    job.str("file_from").unwrap_or("the source")
+                    "the content of {} ({sha}) has not reached this minion ({} is missing)",
+                    job.str("file_from").unwrap_or("the source"),
+                    p.display()
                 ))
             }
         })
+    }
+}
+
+/// The spool directory's slots: which request holds which file, and which are free.
+struct Spool {
+    dir: PathBuf,
+    held: HashMap<String, PathBuf>,
+    free: Vec<PathBuf>,
+    next: u64,
+}
+
+impl Spool {
+    /// Reads the slots left by an earlier run: empty ones are free, the others are held by
+    /// the request their first frame names.
+    fn open(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut spool = Self {
+            dir,
+            held: HashMap::new(),
+            free: Vec::new(),
+            next: 0,
+        };
+        for e in std::fs::read_dir(&spool.dir)?.flatten() {
+            let path = e.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.ends_with(".jsonl") {
+                continue;
+            }
+            if let Some(n) = name
+                .strip_prefix("slot-")
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                spool.next = spool.next.max(n + 1);
+            }
+            let first = read_lines(&path).into_iter().next();
+            match first.and_then(|l| frame_id(&l)) {
+                Some(id) => {
+                    spool.held.insert(id, path);
+                }
+                None => spool.free.push(path),
+            }
+        }
+        Ok(spool)
+    }
+
+    /// A slot for request `id`, emptied and open for appending.
+    fn take(&mut self, id: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+        let path = match self.free.pop() {
+            Some(p) => p,
+            None => {
+                self.next += 1;
+                self.dir.join(format!("slot-{}.jsonl", self.next - 1))
+            }
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path);
+        // The first line names the request, so a slot whose request never got to print
+        // anything is still reported interrupted after a crash.
+        let file = file.and_then(|mut f| {
+            f.write_all(format!("{{\"spooled\":{}}}\n", Value::String(id.into())).as_bytes())?;
+            Ok(f)
+        });
+        match file {
+            Ok(f) => {
+                self.held.insert(id.to_owned(), path.clone());
+                Ok((path, f))
+            }
+            Err(e) => {
+                self.free.push(path);
+                Err(e)
+            }
+        }
+    }
+
+    /// The master has the result of `id`: its slot is emptied and freed.
+    fn release(&mut self, id: &str) {
+        if let Some(path) = self.held.remove(id) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+            {
+                Ok(_) => self.free.push(path),
+                Err(e) => tracing::warn!(path = %path.display(), "emptying a spool slot: {e}"),
+            }
+        }
+    }
+
+    /// Held slots, by request id.
+    fn held(&self) -> Vec<(String, PathBuf)> {
+        let mut out: Vec<(String, PathBuf)> = self
+            .held
+            .iter()
+            .map(|(i, p)| (i.clone(), p.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// The request id a spool slot's first line names.
+fn frame_id(line: &str) -> Option<String> {
+    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(line) {
+        if let Some(Value::String(id)) = m.get("spooled") {
+            return Some(id.clone());
+        }
+    }
+    match serde_json::from_str::<Frame>(line).ok()? {
+        Frame::Event { id, .. } | Frame::Result { id, .. } => Some(id),
+        _ => None,
     }
 }
 
@@ -166,14 +330,12 @@ fn jitter(d: Duration) -> Duration {
 impl Agent {
     /// An agent for the minion tree in `opts`; finishes spool files left by a previous run.
     pub fn new(opts: AgentOptions) -> Result<Arc<Self>, AgentError> {
-        let spool = opts.minion.join("logs").join("spool");
-        std::fs::create_dir_all(&spool).map_err(|source| AgentError::Spool {
-            path: spool.clone(),
-            source,
-        })?;
+        let dir = opts.minion.join("logs").join("spool");
+        let spool =
+            Spool::open(dir.clone()).map_err(|source| AgentError::Spool { path: dir, source })?;
         let agent = Arc::new(Self {
             minion: Minion::new(&opts.minion),
-            spool,
+            spool: Mutex::new(spool),
             active: Mutex::new(HashMap::new()),
             current: Mutex::new(None),
             opts,
@@ -216,18 +378,7 @@ impl Agent {
     }
 
     fn spooled(&self) -> Vec<(String, PathBuf)> {
-        let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&self.spool)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let p = e.path();
-                let id = p.file_name()?.to_str()?.strip_suffix(".jsonl")?.to_owned();
-                Some((id, p))
-            })
-            .collect();
-        out.sort();
-        out
+        lock(&self.spool).held()
     }
 
     /// Connects and serves forever, reconnecting with exponential backoff and jitter.
@@ -328,7 +479,7 @@ impl Agent {
                 Ok(Ok(Some(f))) => match f {
                     Frame::Request { id, op } => self.start(id, op),
                     Frame::Ack { id } => {
-                        let _ = std::fs::remove_file(self.spool_path(&id));
+                        lock(&self.spool).release(&id);
                     }
                     Frame::Renewed { cert } => {
                         let path = self.opts.minion.join("certs/minion.crt");
@@ -363,10 +514,6 @@ impl Agent {
             .then(|| super::pki::RawPublicKey(key.public_key_raw().to_vec()).to_hex())
     }
 
-    fn spool_path(&self, id: &str) -> PathBuf {
-        self.spool.join(format!("{id}.jsonl"))
-    }
-
     /// Sends every spool file again, and attaches running requests to the new connection.
     fn replay(&self, tx: &Wire) {
         for (id, path) in self.spooled() {
@@ -383,17 +530,20 @@ impl Agent {
     }
 
     fn start(self: &Arc<Self>, id: String, op: Op) {
-        let path = self.spool_path(&id);
-        if lock(&self.active).contains_key(&id) || path.exists() || !valid_id(&id) {
+        if lock(&self.active).contains_key(&id)
+            || lock(&self.spool).held.contains_key(&id)
+            || !valid_id(&id)
+        {
             tracing::warn!(%id, "duplicate or invalid request id: not run again");
             return;
         }
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .inspect_err(|e| tracing::error!(path = %path.display(), "cannot spool: {e}"))
-            .ok();
+        let (path, file) = match lock(&self.spool).take(&id) {
+            Ok((p, f)) => (p, Some(f)),
+            Err(e) => {
+                tracing::error!(spool = %self.opts.minion.display(), "cannot spool: {e}");
+                (PathBuf::new(), None)
+            }
+        };
         let outbox = Arc::new(Mutex::new(Outbox {
             file,
             path,
@@ -403,7 +553,7 @@ impl Agent {
         lock(&self.active).insert(id.clone(), outbox.clone());
         // A job is queued now, in the order its frame arrived (per-parent queue order).
         let queued = match &op {
-            Op::Job { job, content } => Some(self.submit_job(job, content.as_deref())),
+            Op::Job { job } => Some(self.submit_job(job)),
             _ => None,
         };
         let agent = self.clone();
@@ -446,40 +596,44 @@ impl Agent {
         Ok(engine)
     }
 
-    /// Stores a transferred file (checking its SHA3-224) and queues the job.
-    fn submit_job(
-        &self,
-        job: &Job,
-        content: Option<&str>,
-    ) -> Result<tokio::sync::oneshot::Receiver<JobResult>, String> {
-        use base64::Engine as _;
-        let engine = self.engine()?;
-        if let Some(b64) = content {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| {
-                    format!("the file content of job {} is not base64: {e}", job.job_id)
-                })?;
-            let want = job.str("file_sha3_224").unwrap_or_default();
-            let got = minion::directord::job::sha3_hex(&bytes);
-            if got != want {
-                return Err(format!(
-                    "Data integrity failure: {} has SHA3-224 {got}, the job says {want}",
-                    job.str("file_from").unwrap_or("the source")
-                ));
+    /// Queues the job (its ADD/COPY content arrived before, with [`Op::Transfer`]).
+    fn submit_job(&self, job: &Job) -> Result<tokio::sync::oneshot::Receiver<JobResult>, String> {
+        Ok(self.engine()?.submit(job.clone()))
+    }
+
+    /// `MINION/cache/directord/transfer`: content received from the master.
+    fn transfer_dir(&self) -> PathBuf {
+        Cache::for_minion(&self.opts.minion)
+            .map(|c| c.dir().to_owned())
+            .unwrap_or_else(|_| self.opts.minion.join("cache").join("directord"))
+            .join("transfer")
+    }
+
+    /// A transfer step or an install, off the async threads (they hash whole files).
+    async fn receive(&self, op: &Op) -> Result<Value, String> {
+        let (dir, minion) = (self.transfer_dir(), self.opts.minion.clone());
+        let op = op.clone();
+        let done = tokio::task::spawn_blocking(move || match op {
+            Op::Transfer(t) => super::transfer::Inbox::new(dir).step(t).map(|v| (v, None)),
+            Op::Install { kind, sha3_224 } => {
+                super::transfer::install(&minion, &dir, &kind, &sha3_224).map(|i| {
+                    let replaced = (i == super::transfer::Installed::Installed).then_some(kind);
+                    (json!({"state": i.as_str()}), replaced)
+                })
             }
-            let dir = engine.cache().dir().join("transfer");
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            let path = dir.join(&got);
-            if !path.is_file() {
-                let tmp = dir.join(format!(".{got}.{}", uuid::Uuid::new_v4().simple()));
-                std::fs::write(&tmp, &bytes)
-                    .and_then(|_| std::fs::rename(&tmp, &path))
-                    .map_err(|e| format!("storing {}: {e}", path.display()))?;
+            _ => Err("not a transfer".into()),
+        })
+        .await
+        .map_err(|e| format!("the transfer task failed: {e}"))??;
+        if let (Some(kind), v) = (&done.1, &done.0) {
+            // The executable changed: nothing cached about it holds any more.
+            self.minion.forget(kind);
+            if let Some(e) = lock(&self.engine).as_ref() {
+                e.forget(kind);
             }
+            tracing::info!(%kind, "user component installed: {v}");
         }
-        Ok(engine.submit(job.clone()))
+        Ok(done.0)
     }
 
     async fn dispatch(&self, op: &Op, sink: &dyn runner::EventSink) -> Reply {
@@ -512,6 +666,16 @@ impl Agent {
             Op::Job { .. } => Reply::Err(WireError::Unreachable {
                 message: "a job is queued when it arrives, not dispatched".into(),
             }),
+            Op::Transfer(_) | Op::Install { .. } => match self.receive(op).await {
+                Ok(v) => Reply::Ok(v),
+                Err(message) => Reply::Err(WireError::Unreachable { message }),
+            },
+            Op::DumpCache => match Cache::for_minion(&self.opts.minion).and_then(|c| c.dump()) {
+                Ok(v) => Reply::Ok(v),
+                Err(e) => Reply::Err(WireError::Unreachable {
+                    message: e.to_string(),
+                }),
+            },
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `ingot certs ...`, `ingot master serve|run|nodes`, `ingot minion serve`,
-//! `ingot manage --list-nodes`.
+//! `ingot manage` (`--list-nodes` here, the Directord job commands in [`super::manage`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -236,6 +236,15 @@ pub struct ServeArgs {
     /// `ingot master run` / `ingot manage` without being root.
     #[arg(long, value_name = "GROUP", env = "INGOT_SOCKET_GROUP")]
     pub socket_group: Option<String>,
+    /// Seconds a new connection may take for its TLS handshake and its `hello`; a client that
+    /// stalls longer is cut (others connect meanwhile).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "INGOT_HANDSHAKE_TIMEOUT",
+        default_value_t = 10.0
+    )]
+    pub handshake_timeout: f64,
 }
 
 /// `ingot master run`.
@@ -335,19 +344,7 @@ pub struct MinionServeArgs {
     pub max_backoff: f64,
 }
 
-/// `ingot manage` (the network part).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ManageArgs {
-    /// The master tree.
-    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = DEFAULT_DIR)]
-    pub master: PathBuf,
-    /// List minions: name, expiry, version, uptime, machine id, address.
-    #[arg(long)]
-    pub list_nodes: bool,
-    /// JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
+pub use super::manage::ManageArgs;
 
 /// Runs `ingot master ...`; returns the exit code.
 pub fn master(rt: &tokio::runtime::Runtime, args: &MasterArgs) -> Result<i32, String> {
@@ -358,12 +355,12 @@ pub fn master(rt: &tokio::runtime::Runtime, args: &MasterArgs) -> Result<i32, St
     }
 }
 
-/// Runs `ingot manage --list-nodes`.
+/// Runs `ingot manage`: `--list-nodes` here, the rest in [`super::manage`].
 pub fn manage(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<i32, String> {
-    if !args.list_nodes {
-        return Err("nothing to do: pass --list-nodes".into());
+    if args.list_nodes {
+        return rt.block_on(nodes(args.master.clone(), args.json));
     }
-    rt.block_on(nodes(args.master.clone(), args.json))
+    super::manage::run(rt, args)
 }
 
 async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
@@ -383,7 +380,8 @@ async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
             grace: Duration::from_secs(args.grace),
             renew_before: Duration::try_from_secs_f64(args.renew_before * 86400.0)
                 .map_err(|e| format!("--renew-before: {e}"))?,
-            ..HubOptions::default()
+            handshake_timeout: Duration::try_from_secs_f64(args.handshake_timeout)
+                .map_err(|e| format!("--handshake-timeout: {e}"))?,
         },
         registry,
     );
@@ -396,6 +394,17 @@ async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, String> {
             None
         }
     };
+    // The requests of recorded runs are journaled; runs a previous master left open are
+    // marked interrupted, and results delivered for them now are still recorded.
+    if let Some(h) = &history {
+        match super::journal::recover(&master, h) {
+            Ok(journal) => hub.set_journal(journal, h.clone()),
+            Err(e) => {
+                tracing::warn!("runs will not survive a restart of the master: {e}");
+                eprintln!("ingot: warning: runs will not survive a restart of the master: {e}");
+            }
+        }
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| {
@@ -604,6 +613,7 @@ pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, St
                     .map_err(|e| format!("--max-backoff: {e}"))?,
             };
             let agent = super::agent::Agent::new(opts).map_err(|e| e.to_string())?;
+            super::agent::trim_resident_code();
             rt.block_on(async move {
                 tokio::select! {
                     r = agent.run() => r.map(|_| 0).map_err(|e| e.to_string()),

@@ -1,5 +1,6 @@
 //! The master's local control socket (`MASTER/master.sock`, mode 0660): how `ingot apply
-//! --targets`, `ingot master run` and `ingot manage --list-nodes` reach the running master.
+//! --targets`, `ingot master run`, `ingot exec|orchestrate --master` and `ingot manage
+//! --list-nodes|--purge-nodes|--dump-cache` reach the running master.
 //! Netstrings of JSON, one request per connection; the master streams progress lines, then the
 //! outcome.
 
@@ -14,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use super::journal::RunJournal;
 use super::server::{Hub, NodeInfo};
 use super::wire::{read_payload, MAX_FRAME};
 use crate::actors::MasterDir;
@@ -68,6 +70,11 @@ pub enum ControlRequest {
     Run(RunRequest),
     /// Run Directord jobs (`ingot exec`/`ingot orchestrate --master`).
     Directord(super::directord::DirectordRequest),
+    /// `ingot manage --purge-nodes` / `--dump-cache`.
+    Manage(super::manage::ManageRequest),
+    /// An ADD/COPY source for the master's store; the content follows (see
+    /// [`super::transfer::receive_upload`]).
+    Upload(super::transfer::UploadRequest),
 }
 
 /// What the master answers.
@@ -138,6 +145,12 @@ async fn handle(
         ControlRequest::ListNodes => send(&mut w, &ControlReply::Nodes(hub.nodes()))
             .await
             .map_err(|e| e.to_string()),
+        ControlRequest::Manage(m) => send(&mut w, &super::manage::serve(hub, m).await)
+            .await
+            .map_err(|e| e.to_string()),
+        ControlRequest::Upload(u) => {
+            super::transfer::receive_upload(&master, u, &mut r, &mut w).await
+        }
         ControlRequest::Run(_) | ControlRequest::Directord(_) => {
             let (tx, mut rx) = mpsc::unbounded_channel::<ControlReply>();
             let run = match req {
@@ -145,9 +158,13 @@ async fn handle(
                     tokio::spawn(run(hub, master, history, req, tx.clone()))
                 }
                 ControlRequest::Directord(req) => {
-                    tokio::spawn(super::directord::run(hub, req, tx.clone()))
+                    tokio::spawn(super::directord::run(hub, master, history, req, tx.clone()))
                 }
-                ControlRequest::ListNodes => unreachable!("handled above"),
+                ControlRequest::ListNodes
+                | ControlRequest::Manage(_)
+                | ControlRequest::Upload(_) => {
+                    unreachable!("handled above")
+                }
             };
             drop(tx);
             // Progress goes out as it comes; a client that went away does not stop the run.
@@ -171,6 +188,28 @@ struct Remote<'a> {
     quiet: bool,
     inner: &'a dyn Observer,
     tx: mpsc::UnboundedSender<ControlReply>,
+    journal: Option<&'a RunJournal>,
+}
+
+/// A recorded step whose request is journaled with it while it is performed.
+struct JournaledStep<'a> {
+    inner: Box<dyn StepWatch + 'a>,
+    journal: &'a RunJournal,
+    minion: String,
+    no: i64,
+}
+
+impl StepWatch for JournaledStep<'_> {
+    fn sink(&self) -> &dyn runner::EventSink {
+        self.inner.sink()
+    }
+    fn step_no(&self) -> Option<i64> {
+        Some(self.no)
+    }
+    fn finish(self: Box<Self>, report: &StepReport) {
+        self.journal.end_step(&self.minion, self.no);
+        self.inner.finish(report);
+    }
 }
 
 impl Observer for Remote<'_> {
@@ -178,7 +217,19 @@ impl Observer for Remote<'_> {
         self.inner.sink(minion)
     }
     fn begin(&self, minion: &str, step: &Step) -> Box<dyn StepWatch + '_> {
-        self.inner.begin(minion, step)
+        let inner = self.inner.begin(minion, step);
+        match (self.journal, inner.step_no()) {
+            (Some(journal), Some(no)) => {
+                journal.begin_step(minion, no, step);
+                Box::new(JournaledStep {
+                    inner,
+                    journal,
+                    minion: minion.to_owned(),
+                    no,
+                })
+            }
+            _ => inner,
+        }
     }
     fn record(&self, minion: &str, step: &StepReport) {
         self.inner.record(minion, step);
@@ -239,11 +290,7 @@ pub async fn run(
             }
         ));
     }
-    let links: Vec<_> = sessions.into_iter().map(|s| hub.link(s)).collect();
-    let names: Vec<String> = links
-        .iter()
-        .map(|l| crate::link::MinionLink::name(l).to_owned())
-        .collect();
+    let names: Vec<String> = sessions.iter().map(|s| s.name().to_owned()).collect();
     let opts = ApplyOptions {
         check: req.check,
         max_rounds: req.max_rounds,
@@ -262,6 +309,18 @@ pub async fn run(
             .ok(),
         _ => None,
     };
+    // Its requests are journaled, so the run survives a restart of the master.
+    let journal = match (&handle, hub.journal()) {
+        (Some(h), Some(j)) => RunJournal::start(j.clone(), h.id())
+            .await
+            .inspect_err(|e| tracing::warn!("not journaling this run's requests: {e}"))
+            .ok(),
+        _ => None,
+    };
+    let links: Vec<_> = sessions
+        .into_iter()
+        .map(|s| hub.link(s).journaled(journal.clone()))
+        .collect();
     let recorder: Box<dyn Observer + Send + Sync> = match &handle {
         Some(h) => Box::new(HistoryObserver::new(h)),
         None => Box::new(Forget),
@@ -271,6 +330,7 @@ pub async fn run(
         quiet: req.json,
         inner: &*recorder,
         tx,
+        journal: journal.as_deref(),
     };
     let limit = match req.concurrency {
         0 => links.len().max(1),
@@ -290,6 +350,9 @@ pub async fn run(
         if let Err(e) = h.flush() {
             tracing::warn!("the history of this run may be incomplete: {e}");
         }
+    }
+    if let Some(j) = &journal {
+        j.finish();
     }
     let run_id = handle.as_ref().map(|h| h.id().to_owned());
     let stdout = if req.json {

@@ -3,9 +3,13 @@
 //!
 //! The operator's CLI builds the jobs (verb strings parsed against a scratch minion tree of
 //! the built-ins plus `MASTER/resources/`; ADD/COPY globs expanded in its working directory,
-//! each file's content sent base64 with its SHA3-224) and hands them to the master over the
-//! control socket. The master resolves each job's targets (the job's `targets` as globs over
-//! connected minions, else every connected minion; `--run-once`: the first only) and sends it
+//! each file named by its SHA3-224 and uploaded to the master's store unless it holds that
+//! content, see [`super::transfer`]) and hands them to the master over the control socket.
+//! The master resolves each job's targets (the job's `targets` as globs over connected
+//! minions, else every connected minion; `--run-once`: the first only), makes sure each
+//! target holds what the job needs (the ADD/COPY content, in chunks; a user component from
+//! `MASTER/resources/`, installed; a target where that fails gets the job marked not to
+//! start, so its parent fails there as usual) and sends it
 //! as an `Op::Job` request to each target, where the agent queues it on its long-lived
 //! [`minion::directord::Engine`]. Jobs of one queue (an `async` parent's own, else the general
 //! one) go out one after another, each once every target answered the one before; queues
@@ -13,10 +17,11 @@
 //! `{"query": {MINION: {ARGNAME: VALUE}}}` with `extend_args` (minions without the arg
 //! contribute no key), so `{{ query }}` templates see every minion's value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::{FutureExt as _, StreamExt as _};
 use minion::directord::cache::Cache;
 use minion::directord::cli::{ExecArgs, OrchestrateArgs};
 use minion::directord::engine::Status;
@@ -29,28 +34,25 @@ use tokio::sync::mpsc;
 
 use super::control::{request, ControlReply, ControlRequest};
 use super::server::Hub;
-
-/// One job and, for ADD/COPY, its source content (base64).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NetJob {
-    /// The job.
-    pub job: Job,
-    /// The source file's content, base64.
-    #[serde(default)]
-    pub content: Option<String>,
-}
+use super::transfer::Shipper;
 
 /// What `exec`/`orchestrate` ask the master.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DirectordRequest {
-    /// The jobs, in order.
-    pub jobs: Vec<NetJob>,
+    /// The jobs, in order (ADD/COPY content is uploaded before, see [`super::transfer`]).
+    pub jobs: Vec<Job>,
     /// Print each minion's STDOUT/STDERR.
     #[serde(default)]
     pub stream: bool,
+    /// Jobs of one queue on their way at once (`--pipeline`; 0 counts as 1).
+    #[serde(default)]
+    pub pipeline: usize,
     /// List the failed jobs at the end.
     #[serde(default)]
     pub check: bool,
+    /// Who asked (recorded as the run's user and command line).
+    #[serde(default)]
+    pub origin: super::jobs::Origin,
 }
 
 fn failed_result(job: &Job, minion: &str, why: String) -> JobResult {
@@ -96,22 +98,48 @@ fn targets_of(hub: &Hub, job: &Job) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-async fn send_to(
+type Results = futures::future::BoxFuture<'static, Vec<JobResult>>;
+
+/// Sends `job` to each of `names` now, in the order jobs are started (see
+/// [`super::server::RemoteMinion::job`]); the future yields their results. A minion in
+/// `unprepared` gets the job marked not to start, with why (see [`job::NOT_STARTED`]).
+fn send_to(
     hub: &Arc<Hub>,
     job: &Job,
-    content: &Option<String>,
     names: &[String],
-) -> Vec<JobResult> {
-    futures::future::join_all(names.iter().map(|n| async move {
-        match hub.connected_session(n) {
-            None => failed_result(job, n, format!("minion {n} is not connected")),
-            Some(s) => match hub.link(s).job(job, content.clone()).await {
-                Ok(r) => r,
-                Err(e) => failed_result(job, n, e.to_string()),
-            },
-        }
-    }))
-    .await
+    unprepared: &HashMap<String, String>,
+) -> Results {
+    let each: Vec<Results> = names
+        .iter()
+        .map(|n| match hub.connected_session(n) {
+            None => {
+                let r = failed_result(job, n, format!("minion {n} is not connected"));
+                futures::future::ready(vec![r]).boxed()
+            }
+            Some(s) => {
+                let sent = match unprepared.get(n) {
+                    None => hub.link(s).job(job),
+                    Some(why) => {
+                        let mut marked = job.clone();
+                        marked
+                            .fields
+                            .insert(job::NOT_STARTED.into(), Value::String(why.clone()));
+                        hub.link(s).job(&marked)
+                    }
+                };
+                let (job, n) = (job.clone(), n.clone());
+                async move {
+                    vec![sent
+                        .await
+                        .unwrap_or_else(|e| failed_result(&job, &n, e.to_string()))]
+                }
+                .boxed()
+            }
+        })
+        .collect();
+    futures::future::join_all(each)
+        .map(|v| v.into_iter().flatten().collect())
+        .boxed()
 }
 
 /// The ARG job merging a QUERY's answers into every minion's `query` arg.
@@ -184,55 +212,107 @@ fn report_lines(job: &Job, results: &[JobResult], stream: bool) -> String {
     s
 }
 
-/// Runs one queue's jobs in order.
+/// A job whose results are being awaited.
+type Sent = futures::future::BoxFuture<'static, (Job, Vec<JobResult>)>;
+
+/// Starts one job: resolves its targets, gets what it needs onto them, and sends it to them
+/// (the returned future yields the results).
+async fn start(ship: &Shipper, mut job: Job) -> Sent {
+    let hub = ship.hub();
+    match targets_of(hub, &job) {
+        Err(e) => {
+            let r = failed_result(&job, "-", e);
+            futures::future::ready((job, vec![r])).boxed()
+        }
+        Ok(mut names) => {
+            if job.flag("run_once") {
+                names.truncate(1);
+            }
+            job.targets = names.clone();
+            let unprepared = ship.prepare(&job, &names).await;
+            let results = send_to(hub, &job, &names, &unprepared);
+            results.map(move |r| (job, r)).boxed()
+        }
+    }
+}
+
+/// After a QUERY: sends every connected minion the ARG merging the answers, before any later
+/// job is sent (they may blueprint with `{{ query }}`).
+async fn merge_query(hub: &Arc<Hub>, job: &Job, results: &mut [JobResult]) {
+    if !results.iter().all(JobResult::ok) {
+        return;
+    }
+    let mut gathered = Map::new();
+    for r in results.iter() {
+        if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(r.stdout.trim()) {
+            let m: Map<String, Value> = m.into_iter().filter(|(_, v)| !v.is_null()).collect();
+            if !m.is_empty() {
+                gathered.insert(r.minion.clone(), Value::Object(m));
+            }
+        }
+    }
+    let arg = query_arg_job(job, gathered);
+    let everyone = hub.connected_names();
+    for a in send_to(hub, &arg, &everyone, &HashMap::new()).await {
+        if !a.ok() {
+            if let Some(r) = results.iter_mut().find(|r| r.minion == a.minion) {
+                r.status = Status::Failed;
+                r.stderr
+                    .push_str(&format!("\nmerging the query results: {}", a.stderr));
+            }
+        }
+    }
+}
+
+/// Runs one queue's jobs in order, reported in order: up to `window` on their way at once
+/// (the minions' engines keep a queue's order, so the master need not wait for one job to
+/// finish everywhere before sending the next; the window also bounds what each agent holds
+/// open). A QUERY is a barrier: everything before it finishes, then it, then its ARG.
 async fn run_queue(
-    hub: Arc<Hub>,
-    jobs: Vec<NetJob>,
+    ship: Arc<Shipper>,
+    jobs: Vec<Job>,
+    window: usize,
     stream: bool,
     tx: mpsc::UnboundedSender<ControlReply>,
 ) -> Vec<(String, bool)> {
     let mut outcomes = Vec::new();
-    for NetJob { mut job, content } in jobs {
-        let results = match targets_of(&hub, &job) {
-            Err(e) => vec![failed_result(&job, "-", e)],
-            Ok(mut names) => {
-                if job.flag("run_once") {
-                    names.truncate(1);
-                }
-                job.targets = names.clone();
-                let mut results = send_to(&hub, &job, &content, &names).await;
-                if job.verb == "QUERY" && results.iter().all(JobResult::ok) {
-                    let mut gathered = Map::new();
-                    for r in &results {
-                        if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(r.stdout.trim())
-                        {
-                            let m: Map<String, Value> =
-                                m.into_iter().filter(|(_, v)| !v.is_null()).collect();
-                            if !m.is_empty() {
-                                gathered.insert(r.minion.clone(), Value::Object(m));
-                            }
-                        }
-                    }
-                    let arg = query_arg_job(&job, gathered);
-                    let everyone = hub.connected_names();
-                    for a in send_to(&hub, &arg, &None, &everyone).await {
-                        if !a.ok() {
-                            if let Some(r) = results.iter_mut().find(|r| r.minion == a.minion) {
-                                r.status = Status::Failed;
-                                r.stderr.push_str(&format!(
-                                    "\nmerging the query results: {}",
-                                    a.stderr
-                                ));
-                            }
-                        }
-                    }
-                }
-                results
-            }
-        };
+    let mut report = |job: &Job, results: &[JobResult]| {
         let ok = results.iter().all(JobResult::ok);
-        let _ = tx.send(ControlReply::Progress(report_lines(&job, &results, stream)));
+        super::jobs::record(job, results);
+        let _ = tx.send(ControlReply::Progress(report_lines(job, results, stream)));
         outcomes.push((job.job_id.clone(), ok));
+    };
+    let mut in_flight: futures::stream::FuturesOrdered<Sent> = Default::default();
+    // A QUEUESENTINEL (in any request) drops the jobs this queue still holds, as the minions
+    // drop the ones queued with them.
+    let mut sentinels = ship.hub().sentinels();
+    for j in jobs {
+        if j.verb == "QUEUESENTINEL" {
+            ship.hub().raise_sentinel();
+            sentinels = ship.hub().sentinels();
+        } else if ship.hub().sentinels() != sentinels {
+            let why =
+                "Omitted due to sentinel: a QUEUESENTINEL went out before this job left the master";
+            report(&j, &[failed_result(&j, "master", why.into())]);
+            continue;
+        }
+        let barrier = j.verb == "QUERY";
+        while in_flight.len() >= window || (barrier && !in_flight.is_empty()) {
+            if let Some((job, results)) = in_flight.next().await {
+                report(&job, &results);
+            }
+        }
+        let sent = start(&ship, j).await;
+        if barrier {
+            let (job, mut results) = sent.await;
+            merge_query(ship.hub(), &job, &mut results).await;
+            report(&job, &results);
+        } else {
+            in_flight.push_back(sent);
+        }
+    }
+    while let Some((job, results)) = in_flight.next().await {
+        report(&job, &results);
     }
     outcomes
 }
@@ -240,14 +320,19 @@ async fn run_queue(
 /// The master's side: runs the request's jobs on the connected minions.
 pub async fn run(
     hub: Arc<Hub>,
+    master: PathBuf,
+    history: Option<Arc<historian::History>>,
     req: DirectordRequest,
     tx: mpsc::UnboundedSender<ControlReply>,
 ) -> ControlReply {
+    let jobs: Vec<&Job> = req.jobs.iter().collect();
+    let recording = super::jobs::Recording::start(history.as_ref(), &hub, &req.origin, &jobs);
+    let ship = Shipper::new(hub.clone(), master);
     // Queues in order of first appearance.
     let mut order: Vec<String> = Vec::new();
-    let mut queues: BTreeMap<String, Vec<NetJob>> = BTreeMap::new();
+    let mut queues: BTreeMap<String, Vec<Job>> = BTreeMap::new();
     for j in req.jobs {
-        let q = j.job.queue();
+        let q = j.queue();
         if !queues.contains_key(&q) {
             order.push(q.clone());
         }
@@ -256,7 +341,13 @@ pub async fn run(
     let total: usize = queues.values().map(Vec::len).sum();
     let runs = order.into_iter().map(|q| {
         let jobs = queues.remove(&q).unwrap_or_default();
-        tokio::spawn(run_queue(hub.clone(), jobs, req.stream, tx.clone()))
+        tokio::spawn(run_queue(
+            ship.clone(),
+            jobs,
+            req.pipeline.max(1),
+            req.stream,
+            tx.clone(),
+        ))
     });
     let mut failed = Vec::new();
     for r in futures::future::join_all(runs).await {
@@ -275,6 +366,9 @@ pub async fn run(
         for id in &failed {
             stdout.push_str(&format!("{id}\n"));
         }
+    }
+    if let Some(r) = recording {
+        stdout.push_str(&r.finish(!failed.is_empty()));
     }
     ControlReply::Done {
         stdout,
@@ -303,23 +397,19 @@ fn operator_engine(master: &Path) -> Result<(tempfile::TempDir, Engine), String>
     Ok((tmp, Engine::new(m, "operator", cache)))
 }
 
-fn attach(jobs: Vec<Job>) -> Result<Vec<NetJob>, String> {
-    use base64::Engine as _;
-    jobs.into_iter()
-        .map(|job| {
-            let content = match job.str("file_from") {
-                None => None,
-                Some(p) => {
-                    let bytes = std::fs::read(p).map_err(|e| format!("reading {p}: {e}"))?;
-                    if job.str("file_sha3_224") != Some(job::sha3_hex(&bytes).as_str()) {
-                        return Err(format!("{p} changed while the jobs were built; run again"));
-                    }
-                    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
-                }
-            };
-            Ok(NetJob { job, content })
-        })
-        .collect()
+/// Uploads the ADD/COPY sources of `jobs` to the master's store (content it holds is not
+/// sent again).
+fn upload_sources(rt: &Runtime, master: &Path, jobs: &[Job]) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for j in jobs {
+        if let (Some(from), Some(sha)) = (j.str("file_from"), j.str("file_sha3_224")) {
+            if seen.insert(sha) {
+                rt.block_on(super::transfer::upload(master, Path::new(from), sha))
+                    .map_err(|e| format!("{from}: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cwd() -> PathBuf {
@@ -372,17 +462,16 @@ pub fn exec(rt: &Runtime, a: &ExecArgs, master: &Path) -> i32 {
         }
     };
 
-    let jobs = match attach(jobs) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("ingot exec: error: {e}");
-            return 2;
-        }
-    };
+    if let Err(e) = upload_sources(rt, master, &jobs) {
+        eprintln!("ingot exec: error: {e}");
+        return 2;
+    }
     let req = DirectordRequest {
         jobs,
         stream: a.show.stream,
+        pipeline: a.show.pipeline.into(),
         check: a.show.check,
+        origin: super::jobs::Origin::current(),
     };
     send(rt, master, req, "exec")
 }
@@ -421,17 +510,16 @@ pub fn orchestrate(rt: &Runtime, a: &OrchestrateArgs, master: &Path) -> i32 {
             .filter(|j| a.restrict.contains(&j.sha3_224))
             .collect()
     };
-    let jobs = match attach(jobs) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("ingot orchestrate: error: {e}");
-            return 2;
-        }
-    };
+    if let Err(e) = upload_sources(rt, master, &jobs) {
+        eprintln!("ingot orchestrate: error: {e}");
+        return 2;
+    }
     let req = DirectordRequest {
         jobs,
         stream: a.show.stream,
+        pipeline: a.show.pipeline.into(),
         check: a.show.check,
+        origin: super::jobs::Origin::current(),
     };
     send(rt, master, req, "orchestrate")
 }

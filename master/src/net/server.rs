@@ -18,6 +18,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::journal::{Journal, LateResults, RunJournal, Taken};
 use super::pki::{fingerprint, now_secs, RawPublicKey};
 use super::tls::RegistryCache;
 use super::wire::{read_frame, write_frame, Frame, Op, Reply, PROTOCOL};
@@ -94,6 +95,11 @@ impl Session {
         lock(&self.conn).as_ref().map(|c| c.tx.clone())
     }
 
+    /// The minion's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Connected right now.
     pub fn connected(&self) -> bool {
         lock(&self.conn).is_some()
@@ -139,9 +145,25 @@ pub struct Hub {
     generation: AtomicU64,
     opts: HubOptions,
     registry: Arc<RegistryCache>,
+    /// The journal of requests in flight and what records their results after a restart
+    /// (set when runs are recorded).
+    late: std::sync::OnceLock<Arc<LateResults>>,
+    /// Bumped by every QUEUESENTINEL sent through this master: Directord jobs the master still
+    /// holds (not yet sent) from before it are omitted, as the minions omit their queued ones.
+    sentinels: AtomicU64,
 }
 
 impl Hub {
+    /// How many QUEUESENTINELs this master has sent.
+    pub fn sentinels(&self) -> u64 {
+        self.sentinels.load(Ordering::SeqCst)
+    }
+
+    /// A QUEUESENTINEL is being sent: jobs held from before it are to be dropped.
+    pub fn raise_sentinel(&self) {
+        self.sentinels.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// A hub checking names against `registry`.
     pub fn new(opts: HubOptions, registry: Arc<RegistryCache>) -> Arc<Self> {
         Arc::new(Self {
@@ -151,7 +173,21 @@ impl Hub {
             generation: AtomicU64::new(1),
             opts,
             registry,
+            late: std::sync::OnceLock::new(),
+            sentinels: AtomicU64::new(0),
         })
+    }
+
+    /// Journals the requests of recorded runs in `journal` (see [`super::journal`]), and
+    /// records into `history` the results minions deliver for requests journaled before a
+    /// restart. Only the first call counts.
+    pub fn set_journal(&self, journal: Arc<Journal>, history: Arc<historian::History>) {
+        let _ = self.late.set(LateResults::new(journal, history));
+    }
+
+    /// The journal of requests in flight, when runs are recorded.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.late.get().map(|l| l.journal())
     }
 
     fn new_id(&self) -> String {
@@ -202,8 +238,11 @@ impl Hub {
         let sessions = lock(&self.sessions).clone();
         let mut out: BTreeMap<String, NodeInfo> = BTreeMap::new();
         for (name, s) in &sessions {
+            // `conn` before `info`, as a connecting minion takes them: never both the other
+            // way round (a deadlock with `ingot manage --list-nodes` while a minion connects).
+            let connected = s.connected();
             let info = lock(&s.info);
-            let alive = s.connected()
+            let alive = connected
                 && now - info.last_seen <= 3 * self.opts.heartbeat.as_secs().max(1) as i64;
             out.insert(
                 name.clone(),
@@ -246,6 +285,7 @@ impl Hub {
             hub: self.clone(),
             session,
             described: Mutex::new(HashMap::new()),
+            journal: None,
         }
     }
 
@@ -499,12 +539,23 @@ impl Hub {
                 key,
                 data,
             } => {
-                let mut pending = lock(&session.pending);
-                if let Some(p) = pending.get_mut(&id) {
-                    if seq > p.last_seq {
-                        p.last_seq = seq;
-                        let _ = p.events.send(super::wire::to_event(ts, name, key, data));
+                let event = super::wire::to_event(ts, name, key, data);
+                let unknown = {
+                    let mut pending = lock(&session.pending);
+                    match pending.get_mut(&id) {
+                        Some(p) => {
+                            if seq > p.last_seq {
+                                p.last_seq = seq;
+                                let _ = p.events.send(event);
+                            }
+                            None
+                        }
+                        None => Some(event),
                     }
+                };
+                // Not waited for here: perhaps journaled before a restart.
+                if let (Some(event), Some(late)) = (unknown, self.late.get()) {
+                    late.event(&session.name, &id, seq, event);
                 }
             }
             Frame::Result { id, seq, reply } => {
@@ -522,11 +573,24 @@ impl Hub {
                     Some(r) => {
                         let _ = r.send(reply);
                     }
-                    None => tracing::debug!(
-                        minion = %session.name,
-                        %id,
-                        "result for a request no longer waited for (already taken, or given up)"
-                    ),
+                    None if lock(&session.pending).contains_key(&id) => {
+                        // A copy of a result already taken.
+                    }
+                    None => {
+                        // Journaled before a restart: acknowledged once recorded.
+                        if let Some(late) = self.late.get() {
+                            if late.result(&session.name, &id, reply, tx.clone())
+                                == Taken::Journaled
+                            {
+                                return;
+                            }
+                        }
+                        tracing::info!(
+                            minion = %session.name,
+                            %id,
+                            "result of a request this master does not wait for (already recorded, given up, or sent before a restart and not journaled): acknowledged and dropped"
+                        );
+                    }
                 }
                 // Stored (or known to be unwanted): the minion may forget it.
                 let _ = tx.send(Frame::Ack { id });
@@ -542,25 +606,49 @@ pub struct RemoteMinion {
     hub: Arc<Hub>,
     session: Arc<Session>,
     described: Mutex<HashMap<String, Option<Described>>>,
+    /// The recorded run whose requests are journaled before they are sent.
+    journal: Option<Arc<RunJournal>>,
 }
 
-struct PendingGuard<'a> {
-    session: &'a Session,
+/// Removes a request's pending entry (and closes its journal entry) however its wait ends
+/// (or if it is never awaited).
+struct PendingGuard {
+    session: Arc<Session>,
     id: String,
+    journal: Option<Arc<Journal>>,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingGuard {
     fn drop(&mut self) {
+        // Journal first: a frame arriving in between still finds the pending entry, so it is
+        // never taken as a late delivery.
+        if let Some(j) = &self.journal {
+            j.done(&self.id);
+        }
         lock(&self.session.pending).remove(&self.id);
     }
 }
 
+/// A request registered with its session and, if the minion was connected, already sent.
+struct InFlight {
+    guard: PendingGuard,
+    op: Op,
+    sent: bool,
+    events: mpsc::UnboundedReceiver<channel3::Event>,
+    result: oneshot::Receiver<Reply>,
+}
+
 impl RemoteMinion {
-    async fn request(&self, op: Op, sink: &dyn EventSink) -> Result<Value, LinkError> {
-        let id = self.hub.new_id();
-        let label = op.label();
-        let (etx, mut erx) = mpsc::unbounded_channel();
-        let (rtx, mut rrx) = oneshot::channel();
+    /// Registers a request and sends it now when the minion is connected, before any
+    /// `.await`: requests begun one after another reach the minion in that order (a
+    /// Directord queue relies on it to pipeline its jobs).
+    fn begin(&self, op: Op) -> InFlight {
+        self.begin_as(self.hub.new_id(), op)
+    }
+
+    fn begin_as(&self, id: String, op: Op) -> InFlight {
+        let (etx, events) = mpsc::unbounded_channel();
+        let (rtx, result) = oneshot::channel();
         lock(&self.session.pending).insert(
             id.clone(),
             Pending {
@@ -569,10 +657,65 @@ impl RemoteMinion {
                 last_seq: 0,
             },
         );
-        let _guard = PendingGuard {
-            session: &self.session,
-            id: id.clone(),
-        };
+        let sent = self.session.sender().is_some_and(|tx| {
+            tx.send(Frame::Request {
+                id: id.clone(),
+                op: op.clone(),
+            })
+            .is_ok()
+        });
+        InFlight {
+            guard: PendingGuard {
+                session: self.session.clone(),
+                id,
+                journal: None,
+            },
+            op,
+            sent,
+            events,
+            result,
+        }
+    }
+
+    async fn request(&self, op: Op, sink: &dyn EventSink) -> Result<Value, LinkError> {
+        let id = self.hub.new_id();
+        // Journaled (on disk) before it is sent, so its result is recorded even if this
+        // master restarts meanwhile.
+        let mut journaled = None;
+        if let Some(run) = &self.journal {
+            if let Some(entry) = run.entry(&id, &self.session.name, &op) {
+                match run.journal().sent(entry).await {
+                    Ok(()) => journaled = Some(run.journal().clone()),
+                    Err(e) => tracing::warn!(
+                        minion = %self.session.name,
+                        "not journaled (its result is lost if the master restarts while it runs): {e}"
+                    ),
+                }
+            }
+        }
+        let mut f = self.begin_as(id, op);
+        f.guard.journal = journaled;
+        self.finish(f, sink).await
+    }
+
+    /// This link with the requests of the recorded run `journal` journaled.
+    pub fn journaled(mut self, journal: Option<Arc<RunJournal>>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Sends the request if `begin` could not (waiting up to the grace period for a
+    /// connection), then waits for its result, forwarding its events to `sink`.
+    async fn finish(&self, f: InFlight, sink: &dyn EventSink) -> Result<Value, LinkError> {
+        let InFlight {
+            guard,
+            op,
+            sent,
+            events: mut erx,
+            result: mut rrx,
+        } = f;
+        let id = guard.id.clone();
+        let label = op.label();
         let grace = self.hub.opts.grace;
         let mut changes = self.session.changes.subscribe();
         let name = &self.session.name;
@@ -583,7 +726,8 @@ impl RemoteMinion {
         };
         // Send, waiting up to the grace period for a connection.
         let deadline = Instant::now() + grace;
-        loop {
+        let mut sent = sent;
+        while !sent {
             changes.borrow_and_update();
             if let Some(tx) = self.session.sender() {
                 if tx
@@ -593,7 +737,8 @@ impl RemoteMinion {
                     })
                     .is_ok()
                 {
-                    break;
+                    sent = true;
+                    continue;
                 }
             }
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -604,8 +749,9 @@ impl RemoteMinion {
                 )));
             }
         }
-        // Wait for the result, forwarding events; give up when the minion stays away.
-        let mut away_since: Option<Instant> = None;
+        // Wait for the result, forwarding events; give up when the minion stays away (it may
+        // have left between `begin` and the subscription above).
+        let mut away_since = (!self.session.connected()).then(Instant::now);
         loop {
             let give_up = away_since.map(|t| t + grace);
             tokio::select! {
@@ -642,25 +788,27 @@ impl RemoteMinion {
 }
 
 impl RemoteMinion {
-    /// Hands a Directord job to the minion's job engine and waits for its result.
-    pub async fn job(
+    /// Hands a Directord job to the minion's job engine: it is sent before this returns
+    /// (when the minion is connected), and the future yields its result. What it needs
+    /// (ADD/COPY content, a user component) is sent before (see [`super::transfer`]).
+    pub fn job(
         &self,
         job: &minion::directord::Job,
-        content: Option<String>,
-    ) -> Result<minion::directord::JobResult, LinkError> {
-        let v = self
-            .request(
-                Op::Job {
-                    job: Box::new(job.clone()),
-                    content,
-                },
-                &runner::NullSink,
-            )
-            .await?;
-        serde_json::from_value(v).map_err(|e| LinkError::BadOutput {
-            program: format!("job {}", job.verb),
-            message: format!("not a job result: {e}"),
-        })
+    ) -> impl std::future::Future<Output = Result<minion::directord::JobResult, LinkError>>
+           + Send
+           + 'static {
+        let me = self.hub.link(self.session.clone());
+        let verb = job.verb.clone();
+        let f = me.begin(Op::Job {
+            job: Box::new(job.clone()),
+        });
+        async move {
+            let v = me.finish(f, &runner::NullSink).await?;
+            serde_json::from_value(v).map_err(|e| LinkError::BadOutput {
+                program: format!("job {verb}"),
+                message: format!("not a job result: {e}"),
+            })
+        }
     }
 }
 
@@ -736,5 +884,35 @@ impl MinionLink for RemoteMinion {
             sink,
         )
         .await
+    }
+}
+
+impl RemoteMinion {
+    /// The minion's Directord cache (`ingot manage --dump-cache`).
+    pub async fn dump_cache(&self) -> Result<Value, LinkError> {
+        self.request(Op::DumpCache, &runner::NullSink).await
+    }
+
+    /// Sends `op` (a content transfer step or an install, see [`super::transfer`]) and
+    /// waits for its answer.
+    pub async fn call_op(&self, op: Op) -> Result<Value, LinkError> {
+        self.request(op, &runner::NullSink).await
+    }
+}
+
+impl Hub {
+    /// Forgets the minions that are not connected and wait for no request (`ingot manage
+    /// --purge-nodes`); a forgotten minion comes back when it connects. Returns their names.
+    pub fn purge_nodes(&self) -> Vec<String> {
+        let mut sessions = lock(&self.sessions);
+        let idle: Vec<String> = sessions
+            .values()
+            .filter(|s| !s.connected() && lock(&s.pending).is_empty())
+            .map(|s| s.name.clone())
+            .collect();
+        for n in &idle {
+            sessions.remove(n);
+        }
+        idle
     }
 }

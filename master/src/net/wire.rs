@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// The protocol version in `hello`.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// What a request asks the minion to do (the minion's dispatch, exactly).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,14 +35,59 @@ pub enum Op {
         /// The state(s) on stdin.
         input: Value,
     },
-    /// A Directord job for the minion's long-lived job engine (per-parent queues, cache).
+    /// A Directord job for the minion's long-lived job engine (per-parent queues, cache). An
+    /// ADD/COPY source's content is sent beforehand with [`Op::Transfer`]; the job names it by
+    /// its `file_sha3_224`.
     Job {
         /// The job.
         job: Box<minion::directord::Job>,
-        /// ADD/COPY: the source file's content, base64 (its SHA3-224 is the job's
-        /// `file_sha3_224`, checked by the minion).
-        #[serde(default)]
-        content: Option<String>,
+    },
+    /// The minion's Directord cache (`ingot manage --dump-cache`).
+    DumpCache,
+    /// One step of sending content to the minion's `CACHE/transfer/<sha3-224>` (ADD/COPY
+    /// sources, user components); see [`super::transfer`].
+    Transfer(TransferOp),
+    /// Installs `CACHE/transfer/<sha3_224>` as `MINION/resources/<kind>` (mode 0755, by
+    /// rename) unless it already is; refused for the minion's built-ins. Answers
+    /// `{"state": "unchanged" | "installed" | "missing"}` (`missing`: send the content first).
+    Install {
+        /// The resource kind.
+        kind: String,
+        /// SHA3-224 of the executable's content.
+        sha3_224: String,
+    },
+}
+
+/// The steps of a content transfer to a minion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum TransferOp {
+    /// Whether the minion holds the content; if not, it starts an empty
+    /// `CACHE/transfer/.<sha3_224>.part` of `size` bytes. Answers `{"have": bool}`.
+    Begin {
+        /// SHA3-224 of the whole content.
+        sha3_224: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// One chunk, written at `offset` once its own SHA3-224 checks out. Answers `{}`.
+    Chunk {
+        /// SHA3-224 of the whole content.
+        sha3_224: String,
+        /// Where the chunk goes.
+        offset: u64,
+        /// SHA3-224 of this chunk.
+        chunk_sha3_224: String,
+        /// The chunk, base64.
+        data: String,
+    },
+    /// Every chunk was sent: the minion checks the size and the whole content's SHA3-224 and
+    /// renames the part to `CACHE/transfer/<sha3_224>`. Answers `{"stored": true}`.
+    End {
+        /// SHA3-224 of the whole content.
+        sha3_224: String,
+        /// Its size in bytes.
+        size: u64,
     },
 }
 
@@ -54,6 +99,13 @@ impl Op {
             Op::Describe { kind } => format!("resources/{kind} describe"),
             Op::Resource { kind, action, .. } => format!("resources/{kind} {action}"),
             Op::Job { job, .. } => format!("job {} {}", job.verb, job.job_id),
+            Op::DumpCache => "cache dump".into(),
+            Op::Transfer(TransferOp::Begin { sha3_224, .. }) => format!("transfer {sha3_224}"),
+            Op::Transfer(TransferOp::Chunk {
+                sha3_224, offset, ..
+            }) => format!("transfer {sha3_224} at {offset}"),
+            Op::Transfer(TransferOp::End { sha3_224, .. }) => format!("transfer {sha3_224} end"),
+            Op::Install { kind, .. } => format!("install resources/{kind}"),
         }
     }
 }

@@ -732,6 +732,10 @@ impl Resource for File {
         &["path"]
     }
 
+    fn in_process(&self) -> bool {
+        true
+    }
+
     fn schema(&self) -> Value {
         json!({
             "type": "object",

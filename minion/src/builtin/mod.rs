@@ -82,6 +82,12 @@ pub trait Resource: Sync {
     fn actions(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
+    /// Whether a dispatcher that is itself the `ingot` binary may run this built-in on a
+    /// thread instead of exec'ing it (see `crate::inproc`). Only for built-ins that start no
+    /// programs: a thread cannot be killed on timeout the way a process group can.
+    fn in_process(&self) -> bool {
+        false
+    }
     /// Directord-style option list for parsing verb strings (SPEC §8); empty for most.
     fn args(&self) -> Value {
         Value::Array(Vec::new())

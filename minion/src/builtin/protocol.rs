@@ -220,6 +220,11 @@ pub fn perform(
     state: &Value,
 ) -> Result<Value, ResourceError> {
     checker.check(state)?;
+    act(r, action, state)
+}
+
+/// Runs `action` on a state already checked against the resource's schema (see [`perform`]).
+pub fn act(r: &dyn Resource, action: &str, state: &Value) -> Result<Value, ResourceError> {
     let mut desired = state.clone();
     let sensitive = runner::redact::sensitive_fields(state);
     if let Some(obj) = desired.as_object_mut() {

@@ -33,6 +33,12 @@ pub struct Show {
     /// List the failed jobs at the end.
     #[arg(long)]
     pub check: bool,
+    /// Through a master: send up to N jobs of a queue before the slowest target finished the
+    /// earlier ones (each minion still runs them in order). The default, 1, sends a job once
+    /// every target finished the one before, so minions that share a host or a path (as
+    /// Directord's functional suite assumes) never race each other.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub pipeline: u16,
 }
 
 /// Which minion, and its cache.

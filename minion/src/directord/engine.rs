@@ -276,6 +276,13 @@ impl Engine {
         Err(last.expect("two kinds tried"))
     }
 
+    /// Forgets what is cached about resource `kind` because its executable was replaced: the
+    /// verbs resolved to it (or that may resolve to it now) and its describe.
+    pub fn forget(&self, kind: &str) {
+        lock(&self.inner.kinds).retain(|verb, (k, _)| k != kind && verb != kind);
+        self.inner.minion.forget(kind);
+    }
+
     /// Queues a job; the receiver yields its result. Must be called within a tokio runtime.
     pub fn submit(&self, job: Job) -> oneshot::Receiver<JobResult> {
         let (tx, rx) = oneshot::channel();
@@ -372,6 +379,9 @@ impl Engine {
             };
             return self.result(job, Status::Failed, out, 0.0);
         }
+        if let Some(why) = job.str(super::job::NOT_STARTED) {
+            return self.omitted(job, why);
+        }
         if job.cacheable
             && !job.flag("skip_cache")
             && inner.cache.state(Bucket::Jobs, &job.sha3_224) == Some(JobState::Success)
@@ -445,11 +455,20 @@ impl Engine {
             "minion": inner.name,
         });
         let timeout = Duration::from_secs(job.timeout());
-        match inner
-            .minion
-            .resource_with_timeout(&job.kind, "job", &input, timeout, &*inner.sink)
-            .await
-        {
+        let minion = &inner.minion;
+        // RUN in the `ingot` binary itself: the command is the only process (see `inproc`).
+        let run_here = job.kind == "run"
+            && minion
+                .resource_path("run")
+                .is_ok_and(|p| crate::inproc::builtin_here("run", &p).is_some());
+        let ran = if run_here {
+            super::verbs::run_here(&input, minion.runner(), timeout, &*inner.sink).await
+        } else {
+            minion
+                .resource_with_timeout(&job.kind, "job", &input, timeout, &*inner.sink)
+                .await
+        };
+        match ran {
             Ok(v) => serde_json::from_value::<JobOutput>(v.clone()).map_err(|e| {
                 format!(
                     "{} printed a result that is not a job output ({e}): {v}",
@@ -521,4 +540,37 @@ pub enum ResolveError {
     /// describe failed.
     #[error(transparent)]
     Dispatch(DispatchError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn verb(path: &std::path::Path, option: &str) {
+        let body = format!(
+            "#!/bin/sh\n[ \"$1\" = describe ] && echo '{{\"actions\": [\"job\"], \"args\": [{{\"name\": \"{option}\", \"type\": \"str\"}}]}}'\n"
+        );
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn forget_drops_what_was_resolved_and_described() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("resources")).unwrap();
+        let exe = tmp.path().join("resources/hello");
+        verb(&exe, "first");
+        let cache = Cache::for_minion(tmp.path()).unwrap();
+        let engine = Engine::new(Arc::new(Minion::new(tmp.path())), "t", cache);
+        let name = |s: &VerbSpec| s.options[0].name.clone();
+        let (kind, spec) = engine.resolve("HELLO").await.unwrap();
+        assert_eq!((kind.as_str(), name(&spec)), ("hello", "first".into()));
+        verb(&exe, "second");
+        assert_eq!(name(&engine.resolve("HELLO").await.unwrap().1), "first");
+        engine.forget("hello");
+        assert_eq!(name(&engine.resolve("HELLO").await.unwrap().1), "second");
+    }
 }

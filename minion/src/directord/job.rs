@@ -9,7 +9,12 @@ use sha3::{Digest, Sha3_224};
 use super::verb::{self, Parsed, VerbError, VerbSpec};
 
 /// Fields that never enter a fingerprint.
-pub const NOT_FINGERPRINTED: &[&str] = &["skip_cache", "force_lock", "exec_help"];
+pub const NOT_FINGERPRINTED: &[&str] = &["skip_cache", "force_lock", "exec_help", NOT_STARTED];
+
+/// A field the master adds to a job for a minion it could not prepare the job for (its
+/// ADD/COPY content or user component did not arrive): the engine fails the job with this
+/// text instead of running it, so the job's parent fails on that minion as usual.
+pub const NOT_STARTED: &str = "ingot_not_started";
 
 /// One job for one minion queue. Serialisable, so the master can send it as is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

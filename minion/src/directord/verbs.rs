@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::cache::{write_atomic, Bucket, Cache, JobState};
-use super::job::{file_sha3, sha3_hex};
+use super::job::file_sha3;
 use super::template;
 use super::verb::{OptSpec, OptType, VerbSpec};
 use crate::builtin::{Resource, ResourceError};
@@ -200,6 +200,33 @@ impl Resource for Verb {
                 known: "job, describe".into(),
             });
         }
+        let out = (self.exec)(&Ctx::from_input(state));
+        Ok(serde_json::to_value(out).unwrap_or(Value::Null))
+    }
+    fn in_process(&self) -> bool {
+        IN_PROCESS.contains(&self.kind)
+    }
+}
+
+/// Verbs that start no programs, so a dispatcher that is the `ingot` binary runs them on a
+/// thread (`crate::inproc`). RUN is handled by [`run_here`]; the package, service, container
+/// and wait verbs keep their own process so `--timeout` can kill what they start.
+const IN_PROCESS: &[&str] = &[
+    "arg",
+    "env",
+    "echo",
+    "query",
+    "queuesentinel",
+    "cacheevict",
+    "cachefile",
+    "workdir",
+    "add",
+    "copy",
+];
+
+impl Ctx {
+    /// The context from a `job` action's input document.
+    pub fn from_input(state: &Value) -> Self {
         let obj = |k: &str| {
             state
                 .get(k)
@@ -208,15 +235,13 @@ impl Resource for Verb {
                 .unwrap_or_default()
         };
         let path = |k: &str| state.get(k).and_then(Value::as_str).map(PathBuf::from);
-        let ctx = Ctx {
+        Ctx {
             job: obj("job"),
             args: obj("args"),
             envs: obj("envs"),
             cache_dir: path("cache_dir"),
             source: path("source"),
-        };
-        let out = (self.exec)(&ctx);
-        Ok(serde_json::to_value(out).unwrap_or(Value::Null))
+        }
     }
 }
 
@@ -311,34 +336,29 @@ fn run_spec() -> VerbSpec {
     )
 }
 
-fn run_exec(c: &Ctx) -> JobOutput {
+/// RUN's blueprinted command, or the output that ends the job before anything runs.
+#[allow(clippy::result_large_err)]
+fn run_command(c: &Ctx) -> Result<String, JobOutput> {
     let raw = c.s("command").unwrap_or_default();
-    let cmd = match c.render("the command", raw) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
+    let cmd = c.render("the command", raw)?;
     if cmd.trim().is_empty() {
-        return JobOutput::fail("the command is empty (after blueprinting); give RUN a command")
-            .info(cmd);
+        return Err(JobOutput::fail(
+            "the command is empty (after blueprinting); give RUN a command",
+        )
+        .info(cmd));
     }
-    let envs = c.env_pairs();
-    if c.b("no_block") {
-        return match detach(&cmd, &envs) {
-            Ok(()) => JobOutput::ok("").info(cmd),
-            Err(e) => JobOutput::fail(format!("cannot start /bin/sh: {e}")).info(cmd),
-        };
+    Ok(cmd)
+}
+
+/// RUN --no-block: started in its own session and left running.
+fn run_detached(cmd: String, envs: &[(String, String)]) -> JobOutput {
+    match detach(&cmd, envs) {
+        Ok(()) => JobOutput::ok("").info(cmd),
+        Err(e) => JobOutput::fail(format!("cannot start /bin/sh: {e}")).info(cmd),
     }
-    let tries = c.i("retry", 1).max(1);
-    let mut last = None;
-    for _ in 0..tries {
-        let r = sh(&cmd, &envs);
-        let ok = r.ok;
-        last = Some(r);
-        if ok {
-            break;
-        }
-    }
-    let r = last.expect("at least one try");
+}
+
+fn run_output(r: Ran, cmd: String) -> JobOutput {
     JobOutput {
         outcome: r.ok,
         stdout: r.stdout,
@@ -346,6 +366,75 @@ fn run_exec(c: &Ctx) -> JobOutput {
         info: cmd,
         ..JobOutput::default()
     }
+}
+
+fn run_exec(c: &Ctx) -> JobOutput {
+    let cmd = match run_command(c) {
+        Ok(cmd) => cmd,
+        Err(out) => return out,
+    };
+    let envs = c.env_pairs();
+    if c.b("no_block") {
+        return run_detached(cmd, &envs);
+    }
+    let mut last = sh(&cmd, &envs);
+    for _ in 1..c.i("retry", 1).max(1) {
+        if last.ok {
+            break;
+        }
+        last = sh(&cmd, &envs);
+    }
+    run_output(last, cmd)
+}
+
+/// RUN inside a dispatcher that is the `ingot` binary (see `crate::inproc`): the command runs
+/// through the runner, in its own process group with the job's timeout, and its events go to
+/// `sink` directly. Returns the job output as the `job` action would print it.
+pub async fn run_here(
+    input: &Value,
+    runner: &runner::Runner,
+    timeout: Duration,
+    sink: &dyn runner::EventSink,
+) -> Result<Value, crate::DispatchError> {
+    let c = Ctx::from_input(input);
+    let out = match run_command(&c) {
+        Err(out) => out,
+        Ok(cmd) if c.b("no_block") => run_detached(cmd, &c.env_pairs()),
+        Ok(cmd) => {
+            let deadline = Instant::now() + timeout;
+            let mut last = None;
+            for _ in 0..c.i("retry", 1).max(1) {
+                let mut p = runner::Program::new("/bin/sh")
+                    .name("run")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .timeout(deadline.saturating_duration_since(Instant::now()));
+                for (k, v) in c.env_pairs() {
+                    p = p.env(k, v);
+                }
+                let o = runner.run(&p, sink).await?;
+                if o.timed_out {
+                    return Err(crate::DispatchError::Timeout {
+                        kind: "run".into(),
+                        action: "job".into(),
+                        after: timeout,
+                    });
+                }
+                let ran = Ran {
+                    ok: o.success(),
+                    stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                    stderr: o.stderr_text(),
+                };
+                let ok = ran.ok;
+                last = Some(ran);
+                if ok {
+                    break;
+                }
+            }
+            run_output(last.expect("at least one try"), cmd)
+        }
+    };
+    Ok(serde_json::to_value(out).unwrap_or(Value::Null))
 }
 
 fn echo_spec() -> VerbSpec {
@@ -624,23 +713,13 @@ fn transfer_exec(c: &Ctx) -> JobOutput {
     if same {
         note = format!("File exists {to} and has the content of {from}; nothing to transfer\n");
     } else {
-        let mut content = Vec::new();
-        if let Err(e) = std::fs::File::open(&source).and_then(|mut f| f.read_to_end(&mut content)) {
-            return JobOutput::fail(format!("cannot read the source {}: {e}", source.display()));
-        }
-        if !blueprint && sha3_hex(&content) != want {
-            return JobOutput::fail(format!(
-                "Data integrity failure: {} changed since the job was made (expected SHA3-224 {want}); run the job again",
-                source.display()
-            ));
-        }
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Err(e) = std::fs::create_dir_all(parent) {
                 return JobOutput::fail(format!("cannot create {}: {e}", parent.display()));
             }
         }
-        if let Err(e) = write_atomic(&dest, &content) {
-            return JobOutput::fail(format!("cannot write {to}: {e}"));
+        if let Err(e) = copy_checked(&source, &dest, (!blueprint).then_some(want)) {
+            return JobOutput::fail(e);
         }
         // write_atomic makes the file 0600; give it an ordinary mode unless --chmod says.
         let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644));
@@ -665,11 +744,72 @@ fn transfer_exec(c: &Ctx) -> JobOutput {
     if let Err(e) = chown_chmod(&dest, c) {
         return JobOutput::fail(e);
     }
-    let sha = file_sha3(&dest).unwrap_or_default();
+    // Unless blueprinted, the destination's content was just checked to be the source's.
+    let sha = if blueprint {
+        file_sha3(&dest).unwrap_or_default()
+    } else {
+        want.to_owned()
+    };
     JobOutput {
         stderr: note,
         ..JobOutput::ok(sha).info(from)
     }
+}
+
+/// Copies `src` to `dest` through a temporary file and a rename, hashing on the way (the
+/// content is never held in memory whole); with `want`, content whose SHA3-224 differs is not
+/// installed ("Data integrity failure").
+fn copy_checked(src: &Path, dest: &Path, want: Option<&str>) -> Result<(), String> {
+    use sha3::{Digest, Sha3_224};
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut from = std::fs::File::open(src)
+        .map_err(|e| format!("cannot read the source {}: {e}", src.display()))?;
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        dest.file_name().unwrap_or_default().to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cannot_write = |e: std::io::Error| format!("cannot write {}: {e}", dest.display());
+    let copied = (|| {
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(cannot_write)?;
+        let mut h = Sha3_224::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = from
+                .read(&mut buf)
+                .map_err(|e| format!("cannot read the source {}: {e}", src.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            to.write_all(&buf[..n]).map_err(cannot_write)?;
+        }
+        if let Some(want) = want {
+            let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            if got != want {
+                return Err(format!(
+                    "Data integrity failure: {} changed since the job was made (expected SHA3-224 {want}, found {got}); run the job again",
+                    src.display()
+                ));
+            }
+        }
+        to.sync_all().map_err(cannot_write)?;
+        std::fs::rename(&tmp, dest).map_err(cannot_write)
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    copied
 }
 
 // ---------------------------------------------------------------------------------------------

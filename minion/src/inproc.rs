@@ -1,0 +1,141 @@
+//! Built-ins served inside the calling process.
+//!
+//! `resources/KIND` made by `ingot init minion` is a symlink to the `ingot` binary, which picks
+//! the built-in by argv\[0\]. When the process dispatching the action *is* that binary (the
+//! minion agent, `ingot apply`, `ingot resource`), exec'ing it again only pays for loading a
+//! large executable and compiling its schema: several milliseconds a call, most of the cost of
+//! a trivial step. So a built-in that does not start programs of its own (`in_process`) runs on
+//! a blocking thread here instead, and every built-in's `describe` is computed here.
+//!
+//! The rule is strict: only when `resources/KIND` resolves to the running executable. A user's
+//! own script under a built-in's name, a copy of another ingot, or the test harness's binary
+//! all take the ordinary exec path. The events look like a process's (`spawn` naming the
+//! built-in with `"in_process"` in its path, `stdin` redacted, `stdout`, `stderr`,
+//! `exitcode`), so history reads the same.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use channel3::{Body, Event, Line, Message, Spawn};
+use runner::EventSink;
+use serde_json::Value;
+
+use crate::builtin::{self, protocol, Resource};
+use crate::DispatchError;
+
+fn running_exe() -> Option<&'static Path> {
+    static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    EXE.get_or_init(|| std::env::current_exe().ok()?.canonicalize().ok())
+        .as_deref()
+}
+
+/// The built-in `kind` when `path` (its `resources/` entry) is the running executable itself.
+pub fn builtin_here(kind: &str, path: &Path) -> Option<&'static dyn Resource> {
+    let r = builtin::resource(kind)?;
+    let exe = running_exe()?;
+    let target = path.canonicalize().ok()?;
+    (target == exe).then_some(r)
+}
+
+/// Emits the events a process run of `kind action` would have.
+pub fn emit_run(
+    sink: &dyn EventSink,
+    kind: &str,
+    action: &str,
+    input: &Value,
+    stdout: &str,
+    stderr: &str,
+    code: i32,
+) {
+    let name = Some(kind.to_owned());
+    let emit = |b: Body| sink.emit(Event::now(Message::new(name.clone(), &b)));
+    emit(Body::Spawn(Spawn {
+        path: format!("{kind} (built-in, in_process)"),
+        args: vec![action.to_owned()],
+        ..Spawn::default()
+    }));
+    let shown = runner::redact::redact_state(input).to_string();
+    emit(Body::Stdin(Line::from_bytes(shown.as_bytes())));
+    for l in stdout.lines() {
+        emit(Body::Stdout(Line::from_bytes(l.as_bytes())));
+    }
+    for l in stderr.lines() {
+        emit(Body::Stderr(Line::from_bytes(l.as_bytes())));
+    }
+    emit(Body::Exitcode(i64::from(code)));
+}
+
+/// Runs `action` on already-validated `states` of the in-process built-in `r` on a blocking
+/// thread. A batch gives an array (a failed element is `{"error": …}`); one state gives its
+/// result or the error a process would have exited with. The timeout cannot stop the thread
+/// (which is why only built-ins that start no programs run here): past it the caller gets
+/// [`DispatchError::Timeout`] and the thread's late result is dropped.
+pub async fn perform(
+    r: &'static dyn Resource,
+    action: &str,
+    input: Value,
+    timeout: Duration,
+    sink: &dyn EventSink,
+) -> Result<Value, DispatchError> {
+    let kind = r.kind();
+    let owned_action = action.to_owned();
+    let shown = input.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let one = |s: &Value| protocol::act(r, &owned_action, s);
+        match &input {
+            Value::Array(items) => {
+                let mut errors = String::new();
+                let results: Vec<Value> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| match one(s) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            errors.push_str(&format!(
+                                "{kind} {owned_action}: error in element {i}: {e}\n"
+                            ));
+                            serde_json::json!({ "error": e.to_string() })
+                        }
+                    })
+                    .collect();
+                let code = i32::from(!errors.is_empty());
+                (Ok(Value::Array(results)), errors, code)
+            }
+            state => match one(state) {
+                Ok(v) => (Ok(v), String::new(), 0),
+                Err(e) => {
+                    let text = format!("{kind} {owned_action}: error: {e}\n");
+                    let code = e.exit_code();
+                    (Err(text.clone()), text, code)
+                }
+            },
+        }
+    });
+    let (result, stderr, code) = match tokio::time::timeout(timeout, work).await {
+        Err(_) => {
+            return Err(DispatchError::Timeout {
+                kind: kind.into(),
+                action: action.into(),
+                after: timeout,
+            })
+        }
+        Ok(Err(panic)) => (
+            Err(format!("{kind} {action}: the built-in panicked: {panic}")),
+            format!("{kind} {action}: the built-in panicked: {panic}\n"),
+            101,
+        ),
+        Ok(Ok(r)) => r,
+    };
+    let stdout = match &result {
+        Ok(v) => protocol::render(v, r.identity()),
+        Err(_) => String::new(),
+    };
+    emit_run(sink, kind, action, &shown, &stdout, &stderr, code);
+    result.map_err(|stderr| DispatchError::Failed {
+        kind: kind.into(),
+        action: action.into(),
+        code,
+        stderr,
+    })
+}
