@@ -631,3 +631,40 @@ fn queuesentinel_through_the_master_drops_the_jobs_not_yet_run() {
         "every job is accounted for: {shown}"
     );
 }
+
+/// Directord's whole functional suite (all but the queue-sentinel file, which needs an operator
+/// to cancel it: see `queuesentinel_through_the_master_drops_the_jobs_not_yet_run`) on three
+/// minions that each have their own /tmp, as three machines would: the suite's jobs create and
+/// remove the same paths under /tmp on every minion at once.
+#[test]
+fn every_suite_file_runs_green_on_three_minions_with_their_own_tmp() {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/directord-suite");
+    if !suite.join("functional-tests.yaml").exists() {
+        eprintln!("skipping: {} is not there", suite.display());
+        return;
+    }
+    if !crate::util::running_as_root() {
+        eprintln!("skipping: giving each minion its own /tmp needs root (mount namespaces)");
+        return;
+    }
+    let mut fleet = Fleet::start_outside_tmp(5);
+    for n in NAMES {
+        fleet.minion_tree(n, "");
+        fleet.start_minion_private_tmp(n, &format!("machine-{n}"));
+    }
+    fleet.wait_connected(&NAMES);
+    for file in [
+        "functional-tests.yaml",
+        "functional-tests-async.yaml",
+        "functional-tests-async-race.yaml",
+        "functional-tests-async-transfer.yaml",
+        "functional-tests-async-time.yaml",
+        "functional-tests-query.yaml",
+    ] {
+        let o = orchestrate(&fleet, &suite, file);
+        let out = text(&o);
+        assert!(o.status.success(), "{file}: {out}\n{}", fleet.master_log());
+        assert!(!out.contains("Job Failed"), "{file}: {out}");
+        assert!(out.contains("Job Success"), "{file}: {out}");
+    }
+}

@@ -48,8 +48,18 @@ impl Fleet {
         Self::start_full(host, grace, &[])
     }
 
+    /// Like [`Fleet::start`], the trees under /var/tmp: minions started with
+    /// [`Fleet::start_minion_private_tmp`] get their own /tmp, which would hide them there.
+    pub fn start_outside_tmp(grace: u64) -> Self {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        Self::start_in(dir, "127.0.0.1", grace, &[])
+    }
+
     fn start_full(host: &str, grace: u64, master_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), host, grace, master_args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, host: &str, grace: u64, master_args: &[&str]) -> Self {
         let d = dir.path();
         let m = d.join("m");
         assert!(output(ingot(d).args(["init", "master"]).arg(&m))
@@ -189,11 +199,49 @@ impl Fleet {
         machine_id: &str,
         addr: Option<String>,
     ) {
-        let addr = addr.unwrap_or_else(|| format!("127.0.0.1:{}", self.port));
-        let mut cmd = match netns {
+        match netns {
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(ingot_bin());
+                self.start_minion_wrapped(&["ip", "netns", "exec", ns], name, machine_id, addr)
+            }
+            None => self.start_minion_wrapped(&[], name, machine_id, addr),
+        }
+    }
+
+    /// Like [`Fleet::start_minion`], in its own mount namespace with a private, empty /tmp
+    /// (as on a machine of its own): root only. The fleet must be outside /tmp
+    /// ([`Fleet::start_outside_tmp`]).
+    pub fn start_minion_private_tmp(&mut self, name: &str, machine_id: &str) {
+        assert!(
+            !self.path().starts_with("/tmp"),
+            "the fleet's trees are under /tmp"
+        );
+        let wrap = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount -t tmpfs ingot-minion-tmp /tmp && exec \"$@\"",
+            "sh",
+        ];
+        self.start_minion_wrapped(&wrap, name, machine_id, None)
+    }
+
+    /// `ingot minion serve` for `name`, run through the command `wrap` (empty: directly).
+    fn start_minion_wrapped(
+        &mut self,
+        wrap: &[&str],
+        name: &str,
+        machine_id: &str,
+        addr: Option<String>,
+    ) {
+        let addr = addr.unwrap_or_else(|| format!("127.0.0.1:{}", self.port));
+        let mut cmd = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(ingot_bin());
                 c
             }
             None => Command::new(ingot_bin()),
