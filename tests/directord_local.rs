@@ -44,11 +44,9 @@ fn lines(p: &Path) -> usize {
 
 #[test]
 fn functional_suite_runs_green_then_from_cache() {
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/directord-suite");
-    if !suite.join("functional-tests.yaml").exists() {
-        eprintln!("skipping: {} is not there", suite.display());
+    let Some(suite) = crate::util::directord_suite() else {
         return;
-    }
+    };
     let d = tempfile::tempdir().unwrap();
     let m = minion(d.path());
     let run = || {

@@ -34,11 +34,9 @@ fn orchestrate(fleet: &Fleet, cwd: &Path, file: &str) -> Output {
 
 #[test]
 fn directord_suite_runs_green_on_three_minions_through_the_master() {
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/directord-suite");
-    if !suite.join("functional-tests.yaml").exists() {
-        eprintln!("skipping: {} is not there", suite.display());
+    let Some(suite) = crate::util::directord_suite() else {
         return;
-    }
+    };
     let fleet = fleet();
     for file in ["functional-tests.yaml", "functional-tests-query.yaml"] {
         let o = orchestrate(&fleet, &suite, file);
@@ -638,11 +636,9 @@ fn queuesentinel_through_the_master_drops_the_jobs_not_yet_run() {
 /// remove the same paths under /tmp on every minion at once.
 #[test]
 fn every_suite_file_runs_green_on_three_minions_with_their_own_tmp() {
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/directord-suite");
-    if !suite.join("functional-tests.yaml").exists() {
-        eprintln!("skipping: {} is not there", suite.display());
+    let Some(suite) = crate::util::directord_suite() else {
         return;
-    }
+    };
     if !crate::util::running_as_root() {
         eprintln!("skipping: giving each minion its own /tmp needs root (mount namespaces)");
         return;

@@ -45,3 +45,14 @@ pub fn running_as_root() -> bool {
         .unwrap_or(1)
         == 0
 }
+
+/// Directord's functional suite (`../shared/directord-suite`), when it is there.
+pub fn directord_suite() -> Option<std::path::PathBuf> {
+    let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/directord-suite");
+    if suite.join("functional-tests.yaml").exists() {
+        Some(suite)
+    } else {
+        eprintln!("skipping: {} is not there", suite.display());
+        None
+    }
+}

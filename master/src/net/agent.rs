@@ -377,6 +377,15 @@ impl Agent {
         }
     }
 
+    /// Every request this agent holds: running, or with frames spooled.
+    fn held_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.active).keys().cloned().collect();
+        ids.extend(lock(&self.spool).held.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     fn spooled(&self) -> Vec<(String, PathBuf)> {
         lock(&self.spool).held()
     }
@@ -433,6 +442,7 @@ impl Agent {
                 machine_id: self.opts.machine_id.clone(),
                 started: self.started,
                 public_key: self.public_key(),
+                held: self.held_ids(),
             },
         )
         .await

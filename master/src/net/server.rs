@@ -52,6 +52,8 @@ struct Pending {
     events: mpsc::UnboundedSender<channel3::Event>,
     result: Option<oneshot::Sender<Reply>>,
     last_seq: u64,
+    /// The connection (generation) the request went out on, once sent.
+    sent_on: Option<u64>,
 }
 
 struct Conn {
@@ -91,8 +93,47 @@ impl Session {
         }
     }
 
-    fn sender(&self) -> Option<mpsc::UnboundedSender<Frame>> {
-        lock(&self.conn).as_ref().map(|c| c.tx.clone())
+    /// Sends request `id` on the current connection and notes which one it went out on.
+    fn send_request(&self, id: &str, op: &Op) -> bool {
+        let Some((tx, generation)) = lock(&self.conn)
+            .as_ref()
+            .map(|c| (c.tx.clone(), c.generation))
+        else {
+            return false;
+        };
+        let sent = tx
+            .send(Frame::Request {
+                id: id.to_owned(),
+                op: op.clone(),
+            })
+            .is_ok();
+        if sent {
+            if let Some(p) = lock(&self.pending).get_mut(id) {
+                p.sent_on = Some(generation);
+            }
+        }
+        sent
+    }
+
+    /// A minion reconnected as connection `generation`, holding (running or spooled) the
+    /// requests `held`: any other request sent on an earlier connection never reached it (it
+    /// went down with that connection's buffers), so it fails now rather than waiting for a
+    /// result that cannot come. It is not re-sent: nothing runs twice.
+    fn fail_lost(&self, generation: u64, held: &[String]) {
+        let mut pending = lock(&self.pending);
+        for (id, p) in pending.iter_mut() {
+            if p.sent_on.is_some_and(|g| g < generation) && !held.contains(id) {
+                if let Some(r) = p.result.take() {
+                    tracing::warn!(minion = %self.name, %id, "request lost with the old connection");
+                    let _ = r.send(Reply::Err(super::wire::WireError::Unreachable {
+                        message: format!(
+                            "the connection to {} dropped before the request reached it; it did not run and was not sent again",
+                            self.name
+                        ),
+                    }));
+                }
+            }
+        }
     }
 
     /// The minion's name.
@@ -347,6 +388,7 @@ impl Hub {
             machine_id,
             started,
             public_key,
+            held,
         }) = hello
         else {
             return Err(format!("{name}: the first frame was not hello"));
@@ -407,6 +449,7 @@ impl Hub {
             .await;
             return Err(reason);
         }
+        session.fail_lost(generation, &held);
         session.bump();
         tracing::info!(%name, %addr, "minion connected");
         let _ = tx.send(Frame::Welcome {
@@ -655,15 +698,10 @@ impl RemoteMinion {
                 events: etx,
                 result: Some(rtx),
                 last_seq: 0,
+                sent_on: None,
             },
         );
-        let sent = self.session.sender().is_some_and(|tx| {
-            tx.send(Frame::Request {
-                id: id.clone(),
-                op: op.clone(),
-            })
-            .is_ok()
-        });
+        let sent = self.session.send_request(&id, &op);
         InFlight {
             guard: PendingGuard {
                 session: self.session.clone(),
@@ -729,17 +767,9 @@ impl RemoteMinion {
         let mut sent = sent;
         while !sent {
             changes.borrow_and_update();
-            if let Some(tx) = self.session.sender() {
-                if tx
-                    .send(Frame::Request {
-                        id: id.clone(),
-                        op: op.clone(),
-                    })
-                    .is_ok()
-                {
-                    sent = true;
-                    continue;
-                }
+            if self.session.send_request(&id, &op) {
+                sent = true;
+                continue;
             }
             let wait = deadline.saturating_duration_since(Instant::now());
             if wait.is_zero() || tokio::time::timeout(wait, changes.changed()).await.is_err() {

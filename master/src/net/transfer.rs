@@ -546,13 +546,22 @@ impl Shipper {
             file.read_exact(&mut buf)
                 .await
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            // Hashing and encoding a megabyte is CPU work: off the runtime's threads, so
+            // heartbeats and other minions' frames keep moving meanwhile.
+            let (chunk_sha3_224, data) = tokio::task::spawn_blocking(move || {
+                (
+                    sha3_hex(&buf),
+                    base64::engine::general_purpose::STANDARD.encode(&buf),
+                )
+            })
+            .await
+            .map_err(|e| format!("encoding a chunk: {e}"))?;
             let op = Op::Transfer(TransferOp::Chunk {
                 sha3_224: sha.into(),
                 offset,
-                chunk_sha3_224: sha3_hex(&buf),
-                data: base64::engine::general_purpose::STANDARD.encode(&buf),
+                chunk_sha3_224,
+                data,
             });
-            drop(buf);
             let call = link.call_op(op);
             in_flight.push(async move {
                 let r = call.await.map(|_| ()).map_err(|e| e.to_string());

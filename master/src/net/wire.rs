@@ -203,6 +203,10 @@ pub enum Frame {
         /// certificate before it expires.
         #[serde(default)]
         public_key: Option<String>,
+        /// The request ids the agent holds (running, or with frames spooled): after a
+        /// reconnect, a request the master sent earlier and the agent does not hold was lost.
+        #[serde(default)]
+        held: Vec<String>,
     },
     /// Master → minion: accepted under this name.
     Welcome {
