@@ -681,7 +681,9 @@ fn swarm(rt: &tokio::runtime::Runtime, a: &SwarmArgs) -> Result<i32, String> {
             )
         })?;
         let certs = Pki::new(m)
-            .issue_many(&missing, 30.0)
+            // As `certs issue` does: a shorter life would be inside the renewal window, and
+            // every identity would be renewed (and reconnect) as soon as it connected.
+            .issue_many(&missing, 365.0)
             .map_err(|e| e.to_string())?;
         for (n, c) in missing.iter().zip(&certs) {
             install_minion_cert(&a.dir.join(n).join("certs"), c).map_err(|e| e.to_string())?;
