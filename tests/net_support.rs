@@ -215,6 +215,19 @@ impl Fleet {
             !self.path().starts_with("/tmp"),
             "the fleet's trees are under /tmp"
         );
+        // The ingot binary (and the links to it in resources/) may live under /tmp (a clone
+        // there): its directory is bound aside first and bound back over the new /tmp.
+        const SCRIPT: &str = r#"bin=$1 stash=$2; shift 2
+mkdir -p "$stash" && mount --bind "$bin" "$stash" &&
+mount -t tmpfs ingot-minion-tmp /tmp &&
+mkdir -p "$bin" && mount --bind "$stash" "$bin" && exec "$@""#;
+        let bin = ingot_bin();
+        let bin_dir = bin.parent().unwrap().display().to_string();
+        let stash = self
+            .path()
+            .join(format!(".bin-{name}"))
+            .display()
+            .to_string();
         let wrap = [
             "unshare",
             "--mount",
@@ -223,8 +236,10 @@ impl Fleet {
             "--",
             "sh",
             "-c",
-            "mount -t tmpfs ingot-minion-tmp /tmp && exec \"$@\"",
+            SCRIPT,
             "sh",
+            &bin_dir,
+            &stash,
         ];
         self.start_minion_wrapped(&wrap, name, machine_id, None)
     }
