@@ -824,3 +824,39 @@ fn stalled_handshakes_and_garbage_after_one_leave_the_master_serving() {
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(report(&doc, "good")["status"], "changed", "{doc:#}");
 }
+
+#[test]
+fn a_request_lost_with_its_connection_fails_instead_of_waiting_forever() {
+    // A long grace: a request that waited for its result would wait far past the deadline below.
+    let mut fleet = Fleet::start(120);
+    let relay = Relay::start(fleet.port);
+    let d = fleet.path().to_owned();
+    let count = d.join("runs");
+    fleet.minion_tree("lost", &format!("echo run >> {}", count.display()));
+    fleet.start_minion("lost", "lost", Some(format!("127.0.0.1:{}", relay.port)));
+    fleet.wait_connected(&["lost"]);
+
+    // The connection goes silent without closing: the facts request goes out into it and
+    // never arrives; both ends notice the silence and the minion connects again.
+    relay.blackhole();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = crate::net_support::master_run(&d, &["lost"])
+            .output()
+            .unwrap();
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(45))
+        .expect("the run kept waiting for a request the minion never received");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+    assert_ne!(out.status.code(), Some(0), "{doc:#}");
+    assert!(
+        doc.to_string()
+            .contains("did not run and was not sent again"),
+        "{doc:#}\n{}",
+        fleet.master_log()
+    );
+    assert!(!count.exists(), "the lost request ran after all");
+    fleet.wait_connected(&["lost"]);
+}

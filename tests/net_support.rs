@@ -394,6 +394,8 @@ pub struct Relay {
     pub port: u16,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     open: Arc<Mutex<bool>>,
+    /// One flag per connection so far: set, its bytes are read and dropped.
+    holes: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
 }
 
 impl Relay {
@@ -402,7 +404,8 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let open = Arc::new(Mutex::new(true));
-        let (c2, o2) = (conns.clone(), open.clone());
+        let holes: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>> = Arc::default();
+        let (c2, o2, h2) = (conns.clone(), open.clone(), holes.clone());
         std::thread::spawn(move || {
             for down in listener.incoming().flatten() {
                 if !*o2.lock().unwrap() {
@@ -415,15 +418,19 @@ impl Relay {
                 let mut list = c2.lock().unwrap();
                 list.push(down.try_clone().unwrap());
                 list.push(up.try_clone().unwrap());
+                let hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                h2.lock().unwrap().push(hole.clone());
                 for (mut from, mut to) in [
                     (down.try_clone().unwrap(), up.try_clone().unwrap()),
                     (up, down),
                 ] {
+                    let hole = hole.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
                             match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
+                                Ok(_) if hole.load(std::sync::atomic::Ordering::SeqCst) => {}
                                 Ok(n) => {
                                     if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
                                         break;
@@ -436,7 +443,20 @@ impl Relay {
                 }
             }
         });
-        Self { port, conns, open }
+        Self {
+            port,
+            conns,
+            open,
+            holes,
+        }
+    }
+
+    /// Every connection so far silently drops what it carries, both ways, while staying open
+    /// (a peer that vanished without a FIN); new connections work.
+    pub fn blackhole(&self) {
+        for h in self.holes.lock().unwrap().iter() {
+            h.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Cuts every connection and refuses new ones until [`Relay::reopen`].
