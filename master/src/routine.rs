@@ -262,19 +262,23 @@ async fn routine<L: MinionLink>(
             }
             return Ok(());
         }
+        // A step reported without being performed (planned only, or skipped).
+        let not_run = |step: &Step, before, outcome| {
+            step_report(
+                round,
+                step,
+                &described,
+                before,
+                None,
+                outcome,
+                Duration::ZERO,
+                None,
+            )
+        };
         if opts.check {
             for step in &steps {
                 let before = observation_for(step, &prescription, &observations, &described);
-                let r = step_report(
-                    round,
-                    step,
-                    &described,
-                    before,
-                    None,
-                    StepOutcome::WouldChange,
-                    Duration::ZERO,
-                    None,
-                );
+                let r = not_run(step, before, StepOutcome::WouldChange);
                 observer.progress(&minion, &step.action, &r.resource, "would change");
                 push_step(report, observer, r);
             }
@@ -303,17 +307,7 @@ async fn routine<L: MinionLink>(
         for group in batches(&steps, &described, opts.fail_fast) {
             if stop {
                 for step in group {
-                    let before = ctx.before(step);
-                    let r = step_report(
-                        round,
-                        step,
-                        &described,
-                        before,
-                        None,
-                        StepOutcome::Skipped,
-                        Duration::ZERO,
-                        None,
-                    );
+                    let r = not_run(step, ctx.before(step), StepOutcome::Skipped);
                     push_step(report, observer, r);
                 }
                 continue;

@@ -181,6 +181,16 @@ pub struct Description {
     /// Why there is no document.
     pub problem: Option<String>,
     validator: Option<Validator>,
+    /// The built-in serving this kind when `resources/KIND` is the running executable itself
+    /// (see `crate::inproc`); decided with the describe and forgotten with it.
+    builtin: Option<&'static dyn builtin::Resource>,
+}
+
+impl Description {
+    /// The built-in this process serves the kind with instead of an exec, if any.
+    pub fn builtin(&self) -> Option<&'static dyn builtin::Resource> {
+        self.builtin
+    }
 }
 
 impl std::fmt::Debug for Description {
@@ -406,13 +416,16 @@ impl Minion {
         if let Some(d) = self.lock_describes().get(kind) {
             return Ok(d.clone());
         }
-        let program = Program::new(&path)
-            .name(kind)
-            .arg("describe")
-            .timeout(Duration::from_secs(30));
-        let run = match crate::inproc::builtin_here(kind, &path) {
+        let here = crate::inproc::builtin_here(kind, &path);
+        let run = match here {
             Some(r) => Ok(builtin::protocol::describe(r)),
-            None => Err(self.runner.run(&program, sink).await),
+            None => {
+                let program = Program::new(&path)
+                    .name(kind)
+                    .arg("describe")
+                    .timeout(Duration::from_secs(30));
+                Err(self.runner.run(&program, sink).await)
+            }
         };
         let doc = match run {
             Ok(doc) => Ok(doc),
@@ -431,6 +444,7 @@ impl Minion {
                 doc: Some(doc),
                 problem: None,
                 validator,
+                builtin: here,
             },
             Err(reason) => {
                 tracing::warn!(
@@ -442,6 +456,7 @@ impl Minion {
                     doc: None,
                     problem: Some(reason),
                     validator: None,
+                    builtin: here,
                 }
             }
         };
@@ -528,7 +543,7 @@ impl Minion {
             }
         }
         // The running binary itself under a built-in's name: no exec (see `inproc`).
-        let here = crate::inproc::builtin_here(kind, &path).filter(|r| r.in_process());
+        let here = desc.builtin().filter(|r| r.in_process());
         let with_kind = |v: &Value| -> Value {
             let mut v = v.clone();
             if let Some(obj) = v.as_object_mut() {

@@ -120,11 +120,12 @@ pub async fn perform(
                 after: timeout,
             })
         }
-        Ok(Err(panic)) => (
-            Err(format!("{kind} {action}: the built-in panicked: {panic}")),
-            format!("{kind} {action}: the built-in panicked: {panic}\n"),
-            101,
-        ),
+        Ok(Err(panic)) => {
+            let why = format!(
+                "{kind} {action}: the built-in panicked ({panic}); this is a bug in ingot: please report it with the state given"
+            );
+            (Err(why.clone()), format!("{why}\n"), 101)
+        }
         Ok(Ok(r)) => r,
     };
     let stdout = match &result {

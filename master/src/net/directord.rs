@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use futures::{FutureExt as _, StreamExt as _};
 use minion::directord::cache::Cache;
-use minion::directord::cli::{ExecArgs, OrchestrateArgs};
+use minion::directord::cli::{ExecArgs, OrchestrateArgs, Show};
 use minion::directord::engine::Status;
 use minion::directord::job;
 use minion::directord::{Engine, Job, JobResult};
@@ -270,6 +270,7 @@ async fn merge_query(hub: &Arc<Hub>, job: &Job, results: &mut [JobResult]) {
 /// open). A QUERY is a barrier: everything before it finishes, then it, then its ARG.
 async fn run_queue(
     ship: Arc<Shipper>,
+    recording: Option<Arc<super::jobs::Recording>>,
     jobs: Vec<Job>,
     window: usize,
     stream: bool,
@@ -278,7 +279,9 @@ async fn run_queue(
     let mut outcomes = Vec::new();
     let mut report = |job: &Job, results: &[JobResult]| {
         let ok = results.iter().all(JobResult::ok);
-        super::jobs::record(job, results);
+        if let Some(r) = &recording {
+            r.record(job, results);
+        }
         let _ = tx.send(ControlReply::Progress(report_lines(job, results, stream)));
         outcomes.push((job.job_id.clone(), ok));
     };
@@ -326,7 +329,8 @@ pub async fn run(
     tx: mpsc::UnboundedSender<ControlReply>,
 ) -> ControlReply {
     let jobs: Vec<&Job> = req.jobs.iter().collect();
-    let recording = super::jobs::Recording::start(history.as_ref(), &hub, &req.origin, &jobs);
+    let recording =
+        super::jobs::Recording::start(history.as_ref(), &hub, &req.origin, &jobs).map(Arc::new);
     let ship = Shipper::new(hub.clone(), master);
     // Queues in order of first appearance.
     let mut order: Vec<String> = Vec::new();
@@ -343,6 +347,7 @@ pub async fn run(
         let jobs = queues.remove(&q).unwrap_or_default();
         tokio::spawn(run_queue(
             ship.clone(),
+            recording.clone(),
             jobs,
             req.pipeline.max(1),
             req.stream,
@@ -412,10 +417,6 @@ fn upload_sources(rt: &Runtime, master: &Path, jobs: &[Job]) -> Result<(), Strin
     Ok(())
 }
 
-fn cwd() -> PathBuf {
-    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
-}
-
 fn send(rt: &Runtime, master: &Path, req: DirectordRequest, cmd: &str) -> i32 {
     let mut code = 1;
     let r = rt.block_on(request(master, &ControlRequest::Directord(req), |reply| {
@@ -443,83 +444,51 @@ fn send(rt: &Runtime, master: &Path, req: DirectordRequest, cmd: &str) -> i32 {
     }
 }
 
-/// `ingot exec --master DIR`: returns the exit code.
-pub fn exec(rt: &Runtime, a: &ExecArgs, master: &Path) -> i32 {
-    let built: Result<Result<Vec<Job>, String>, String> = rt.block_on(async {
-        let (_tmp, engine) = operator_engine(master)?;
-        let (kind, spec) = engine.resolve(&a.verb).await.map_err(|e| e.to_string())?;
-        minion::directord::cli::exec_jobs(a, &spec, &kind).map_err(|e| e.to_string())
-    });
-    let jobs = match built {
-        Ok(Ok(jobs)) => jobs,
-        Ok(Err(help)) => {
-            print!("{help}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("ingot exec: error: {e}");
-            return 2;
-        }
-    };
+fn usage_error(cmd: &str, e: impl std::fmt::Display) -> i32 {
+    eprintln!("ingot {cmd}: error: {e}");
+    2
+}
 
+/// Uploads the jobs' ADD/COPY sources and hands the jobs to the master.
+fn submit(rt: &Runtime, master: &Path, jobs: Vec<Job>, show: &Show, cmd: &str) -> i32 {
     if let Err(e) = upload_sources(rt, master, &jobs) {
-        eprintln!("ingot exec: error: {e}");
-        return 2;
+        return usage_error(cmd, e);
     }
     let req = DirectordRequest {
         jobs,
-        stream: a.show.stream,
-        pipeline: a.show.pipeline.into(),
-        check: a.show.check,
+        stream: show.stream,
+        pipeline: show.pipeline.into(),
+        check: show.check,
         origin: super::jobs::Origin::current(),
     };
-    send(rt, master, req, "exec")
+    send(rt, master, req, cmd)
+}
+
+/// `ingot exec --master DIR`: returns the exit code.
+pub fn exec(rt: &Runtime, a: &ExecArgs, master: &Path) -> i32 {
+    let built = rt.block_on(async {
+        let (_tmp, engine) = operator_engine(master)?;
+        minion::directord::cli::exec_plan(&engine, a).await
+    });
+    match built {
+        Ok(Ok(jobs)) => submit(rt, master, jobs, &a.show, "exec"),
+        Ok(Err(help)) => {
+            print!("{help}");
+            0
+        }
+        Err(e) => usage_error("exec", e),
+    }
 }
 
 /// `ingot orchestrate --master DIR`: returns the exit code.
 pub fn orchestrate(rt: &Runtime, a: &OrchestrateArgs, master: &Path) -> i32 {
     let built = rt.block_on(async {
         let (_tmp, engine) = operator_engine(master)?;
-        minion::directord::cli::plan(
-            &engine,
-            &a.files,
-            &a.target,
-            a.ignore_cache,
-            a.force_async,
-            &cwd(),
-        )
-        .await
+        minion::directord::cli::orchestrate_plan(&engine, a).await
     });
-    let jobs = match built {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("ingot orchestrate: error: {e}");
-            return 2;
-        }
-    };
-    if a.finger_print {
-        for (i, j) in jobs.iter().enumerate() {
-            println!("{i:<6} {:<14} {}  {}", j.verb, j.sha3_224, describe(j));
-        }
-        return 0;
+    match built {
+        Ok(Some(jobs)) => submit(rt, master, jobs, &a.show, "orchestrate"),
+        Ok(None) => 0,
+        Err(e) => usage_error("orchestrate", e),
     }
-    let jobs: Vec<Job> = if a.restrict.is_empty() {
-        jobs
-    } else {
-        jobs.into_iter()
-            .filter(|j| a.restrict.contains(&j.sha3_224))
-            .collect()
-    };
-    if let Err(e) = upload_sources(rt, master, &jobs) {
-        eprintln!("ingot orchestrate: error: {e}");
-        return 2;
-    }
-    let req = DirectordRequest {
-        jobs,
-        stream: a.show.stream,
-        pipeline: a.show.pipeline.into(),
-        check: a.show.check,
-        origin: super::jobs::Origin::current(),
-    };
-    send(rt, master, req, "orchestrate")
 }

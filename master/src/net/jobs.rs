@@ -9,12 +9,12 @@
 //! step's events, so `ingot history show` prints them. `ingot manage` reads these steps back
 //! (`super::manage`).
 //!
-//! The request's run is started and finished in [`super::directord::run`]; a job's results
-//! are recorded with [`record`] where they become known. Between the two the run is found by
-//! job id in a registry of the requests in flight, so the dispatch code does not carry it.
+//! The request's run is started and finished in [`super::directord::run`]; each of its queues
+//! holds the [`Recording`] and records a job's results with [`Recording::record`] where they
+//! become known.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use channel3::{Body, Event, Line, Message, Timestamp};
@@ -70,25 +70,14 @@ pub struct Observation {
     pub roundtrip_time: f64,
 }
 
-/// A request in flight, as its jobs find it.
-struct Active {
-    run: RunHandle,
-    created: Timestamp,
-    index: usize,
-}
-
-/// Job id → the run of the request it belongs to.
-static ACTIVE: LazyLock<Mutex<HashMap<String, Arc<Active>>>> = LazyLock::new(Default::default);
-
-fn active() -> std::sync::MutexGuard<'static, HashMap<String, Arc<Active>>> {
-    ACTIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// One request being recorded; finish it with [`Recording::finish`].
 pub struct Recording {
     history: Arc<History>,
     run: RunHandle,
-    jobs: Vec<String>,
+    /// When the master received the request (Directord's CREATED_TIMESTAMP).
+    created: Timestamp,
+    /// Job id → its position in the request.
+    index: HashMap<String, usize>,
 }
 
 /// The minions a request addresses: each job's target globs over the connected minions (all
@@ -147,19 +136,17 @@ impl Recording {
             })
             .inspect_err(|e| tracing::warn!("not recording these jobs: {e}"))
             .ok()?;
-        let created = Timestamp::now();
-        let mut map = active();
-        for (index, job) in jobs.iter().enumerate() {
-            let a = Active {
-                run: run.clone(),
-                created,
-                index,
-            };
-            map.insert(job.job_id.clone(), Arc::new(a));
-        }
-        drop(map);
-        let jobs = jobs.iter().map(|j| j.job_id.clone()).collect();
-        Some(Self { history, run, jobs })
+        let index = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.job_id.clone(), i))
+            .collect();
+        Some(Self {
+            history,
+            run,
+            created: Timestamp::now(),
+            index,
+        })
     }
 
     /// The run's id.
@@ -169,7 +156,7 @@ impl Recording {
 
     /// Ends the run (failed when any job failed or `failed`, changed when any job ran, else
     /// ok), waits until it is stored, and returns the line telling where to review it.
-    pub fn finish(self, failed: bool) -> String {
+    pub fn finish(&self, failed: bool) -> String {
         let status = match self.run.derived_status() {
             _ if failed => historian::RunStatus::Failed,
             s => s,
@@ -179,15 +166,6 @@ impl Recording {
             tracing::warn!("the history of these jobs may be incomplete: {e}");
         }
         format!("history: ingot history show {}\n", self.run.id())
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        let mut map = active();
-        for id in &self.jobs {
-            map.remove(id);
-        }
     }
 }
 
@@ -215,12 +193,12 @@ fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The job as a step's desired state.
-fn desired(job: &Job, a: &Active) -> Value {
+/// The job as a step's desired state, with when the request came and the job's place in it.
+fn desired(job: &Job, created: Timestamp, index: usize) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or_default();
     if let Value::Object(m) = &mut v {
-        m.insert("created_us".into(), a.created.0.into());
-        m.insert("index".into(), a.index.into());
+        m.insert("created_us".into(), created.0.into());
+        m.insert("index".into(), index.into());
     }
     v
 }
@@ -240,57 +218,61 @@ fn emit_lines(sink: &dyn EventSink, name: &str, ts: Timestamp, text: &str, stder
     }
 }
 
-/// Records `job`'s results (one step per minion) in the run of its request; a job of no
-/// recorded request is ignored.
-pub fn record(job: &Job, results: &[JobResult]) {
-    let Some(a) = active().get(&job.job_id).cloned() else {
-        return;
-    };
-    let returned = Timestamp::now();
-    let desired = desired(job, &a);
-    for r in results {
-        let exec_us = (r.execution_time.max(0.0) * 1e6) as i64;
-        let ended = if r.ended > 0.0 {
-            Timestamp((r.ended * 1e6) as i64)
-        } else {
-            returned
-        };
-        let seen = Observation {
-            status: r.status,
-            stdout: r.stdout.clone(),
-            stderr: r.stderr.clone(),
-            info: r.info.clone(),
-            execution_time: r.execution_time,
-            component_timestamp: secs(ended),
-            return_timestamp: secs(returned),
-            roundtrip_time: (returned.0 - a.created.0).max(0) as f64 / 1e6,
-        };
-        let error = (r.status == Status::Failed).then(|| {
-            let why = [r.stderr.trim(), r.info.trim()]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .unwrap_or("the job failed");
-            clip(why, 4096).to_owned()
-        });
-        let no = a.run.record_step(StepRecord {
-            start: StepStart {
-                minion: r.minion.clone(),
-                kind: job.kind.clone(),
-                action: ACTION.into(),
-                desired: desired.clone(),
-            },
-            end: StepEnd {
-                before: None,
-                after: Some(serde_json::to_value(&seen).unwrap_or_default()),
-                outcome: Some(outcome(r.status)),
-                error,
-            },
-            started: Timestamp(ended.0 - exec_us),
-            duration: Duration::from_micros(exec_us as u64),
-        });
-        let sink = a.run.step_sink(&r.minion, no);
-        emit_lines(&sink, &job.kind, ended, &r.stdout, false);
-        emit_lines(&sink, &job.kind, ended, &r.stderr, true);
+impl Recording {
+    /// Records `job`'s results (one step per minion) in the request's run (a job outside the
+    /// request, which none is today, is placed last).
+    pub fn record(&self, job: &Job, results: &[JobResult]) {
+        let returned = Timestamp::now();
+        let index = self
+            .index
+            .get(&job.job_id)
+            .copied()
+            .unwrap_or(self.index.len());
+        let desired = desired(job, self.created, index);
+        for r in results {
+            let exec_us = (r.execution_time.max(0.0) * 1e6) as i64;
+            let ended = if r.ended > 0.0 {
+                Timestamp((r.ended * 1e6) as i64)
+            } else {
+                returned
+            };
+            let seen = Observation {
+                status: r.status,
+                stdout: r.stdout.clone(),
+                stderr: r.stderr.clone(),
+                info: r.info.clone(),
+                execution_time: r.execution_time,
+                component_timestamp: secs(ended),
+                return_timestamp: secs(returned),
+                roundtrip_time: (returned.0 - self.created.0).max(0) as f64 / 1e6,
+            };
+            let error = (r.status == Status::Failed).then(|| {
+                let why = [r.stderr.trim(), r.info.trim()]
+                    .into_iter()
+                    .find(|s| !s.is_empty())
+                    .unwrap_or("the job failed");
+                clip(why, 4096).to_owned()
+            });
+            let no = self.run.record_step(StepRecord {
+                start: StepStart {
+                    minion: r.minion.clone(),
+                    kind: job.kind.clone(),
+                    action: ACTION.into(),
+                    desired: desired.clone(),
+                },
+                end: StepEnd {
+                    before: None,
+                    after: Some(serde_json::to_value(&seen).unwrap_or_default()),
+                    outcome: Some(outcome(r.status)),
+                    error,
+                },
+                started: Timestamp(ended.0 - exec_us),
+                duration: Duration::from_micros(exec_us as u64),
+            });
+            let sink = self.run.step_sink(&r.minion, no);
+            emit_lines(&sink, &job.kind, ended, &r.stdout, false);
+            emit_lines(&sink, &job.kind, ended, &r.stderr, true);
+        }
     }
 }
 

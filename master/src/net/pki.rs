@@ -336,28 +336,8 @@ impl Pki {
     /// Issues (or re-issues, replacing the old one) a certificate for minion `name`, valid for
     /// `days`.
     pub fn issue(&self, name: &str, days: f64) -> Result<MinionCert> {
-        check_name(name)?;
-        let issuer = self.issuer()?;
-        let now = now_secs();
-        let (p, not_after) = minion_params(name, now, days)?;
-        let key = KeyPair::generate()?;
-        let cert = p.signed_by(&key, &issuer)?;
-        let issued = Issued {
-            fingerprint: fingerprint(cert.der()),
-            issued: now,
-            not_after,
-            revoked: None,
-        };
-        let _lock = self.lock()?;
-        let mut reg = self.registry()?;
-        reg.minions.insert(name.to_owned(), issued.clone());
-        self.save(&reg)?;
-        Ok(MinionCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            ca_pem: read_string(&self.path("ca.crt"))?,
-            issued,
-        })
+        let mut one = self.issue_many(&[name.to_owned()], days)?;
+        Ok(one.remove(0))
     }
 
     /// Issues certificates for many names under one registry update (load tests, fleets).
@@ -365,18 +345,10 @@ impl Pki {
         let issuer = self.issuer()?;
         let ca_pem = read_string(&self.path("ca.crt"))?;
         let now = now_secs();
-        let not_after = now + (days * 86400.0) as i64;
         let mut out = Vec::new();
         for name in names {
             check_name(name)?;
-            let mut p = CertificateParams::new(vec![name.to_owned()])?;
-            p.distinguished_name = dn(name);
-            p.not_before = offset(now - 3600);
-            p.not_after = offset(not_after);
-            p.serial_number = Some(random_serial());
-            p.use_authority_key_identifier_extension = true;
-            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let (p, not_after) = minion_params(name, now, days)?;
             let key = KeyPair::generate()?;
             let cert = p.signed_by(&key, &issuer)?;
             out.push(MinionCert {

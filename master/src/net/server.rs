@@ -127,7 +127,7 @@ impl Session {
                     tracing::warn!(minion = %self.name, %id, "request lost with the old connection");
                     let _ = r.send(Reply::Err(super::wire::WireError::Unreachable {
                         message: format!(
-                            "the connection to {} dropped before the request reached it; it did not run and was not sent again",
+                            "the connection to {} dropped before the request reached it; it did not run and was not sent again (run the command again now that the minion is back)",
                             self.name
                         ),
                     }));
@@ -149,6 +149,18 @@ impl Session {
     fn bump(&self) {
         self.changes.send_modify(|g| *g += 1);
     }
+}
+
+/// Tells a connecting minion why it is refused (best effort); returns the reason.
+async fn refuse(w: &mut (impl tokio::io::AsyncWrite + Unpin), reason: String) -> String {
+    let _ = write_frame(
+        w,
+        &Frame::Refused {
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    reason
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -395,14 +407,7 @@ impl Hub {
         };
         if protocol != PROTOCOL {
             let reason = format!("protocol {protocol} is not supported (the master speaks {PROTOCOL}); upgrade ingot on the minion");
-            let _ = write_frame(
-                &mut tls,
-                &Frame::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return Err(reason);
+            return Err(refuse(&mut tls, reason).await);
         }
         let session = self.session(&name);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
@@ -440,14 +445,7 @@ impl Hub {
         };
         if let Some(reason) = refused {
             tracing::warn!(%addr, "{reason}");
-            let _ = write_frame(
-                &mut tls,
-                &Frame::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return Err(reason);
+            return Err(refuse(&mut tls, reason).await);
         }
         session.fail_lost(generation, &held);
         session.bump();

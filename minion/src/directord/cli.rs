@@ -18,7 +18,8 @@ use super::job::{self, Job, Origin};
 use super::orchestration;
 use crate::{layout, Minion};
 
-/// How results are shown (Directord's mutually exclusive modes).
+/// How results are shown (Directord's mutually exclusive modes), and how far ahead jobs are
+/// sent through a master.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Show {
     /// Print each job's result as it finishes (the default here).
@@ -213,8 +214,8 @@ fn cwd() -> PathBuf {
 }
 
 /// The jobs of one `ingot exec`: the verb string built into jobs (or its `--exec-help` text)
-/// with one parent, so every file of an ADD glob shares it. Local and network exec both use it.
-pub fn exec_jobs(
+/// with one parent, so every file of an ADD glob shares it.
+fn exec_jobs(
     a: &ExecArgs,
     spec: &super::verb::VerbSpec,
     kind: &str,
@@ -247,35 +248,33 @@ pub fn exec_jobs(
         .collect()))
 }
 
+fn usage_error(cmd: &str, e: impl std::fmt::Display) -> i32 {
+    eprintln!("ingot {cmd}: error: {e}");
+    2
+}
+
+/// The jobs `ingot exec` runs, or the `--exec-help` text to print instead. The local and the
+/// network `exec` both start here.
+pub async fn exec_plan(engine: &Engine, a: &ExecArgs) -> Result<Result<Vec<Job>, String>, String> {
+    let (kind, spec) = engine.resolve(&a.verb).await.map_err(|e| e.to_string())?;
+    exec_jobs(a, &spec, &kind).map_err(|e| e.to_string())
+}
+
 /// `ingot exec`: returns the exit code.
 pub fn exec(rt: &Runtime, a: &ExecArgs) -> i32 {
     let engine = match engine(&a.local) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("ingot exec: error: {e}");
-            return 2;
-        }
+        Err(e) => return usage_error("exec", e),
     };
     rt.block_on(async {
-        let (kind, spec) = match engine.resolve(&a.verb).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("ingot exec: error: {e}");
-                return 2;
-            }
-        };
-        let jobs = match exec_jobs(a, &spec, &kind) {
-            Ok(Ok(jobs)) => jobs,
+        match exec_plan(&engine, a).await {
+            Ok(Ok(jobs)) => run_jobs(&engine, jobs, &a.show).await,
             Ok(Err(help)) => {
                 print!("{help}");
-                return 0;
+                0
             }
-            Err(e) => {
-                eprintln!("ingot exec: error: {e}");
-                return 2;
-            }
-        };
-        run_jobs(&engine, jobs, &a.show).await
+            Err(e) => usage_error("exec", e),
+        }
     })
 }
 
@@ -294,14 +293,15 @@ pub async fn plan(
         for (oi, o) in orchs.iter().enumerate() {
             let parent_id = uuid::Uuid::new_v4().to_string();
             for (ji, line) in o.jobs.iter().enumerate() {
-                let (kind, spec) = engine.resolve(&line.verb).await.map_err(|e| {
+                let at = |e: &dyn std::fmt::Display| {
                     format!(
                         "{}: orchestration {}, job {}: {e}",
                         f.display(),
                         oi + 1,
                         ji + 1
                     )
-                })?;
+                };
+                let (kind, spec) = engine.resolve(&line.verb).await.map_err(|e| at(&e))?;
                 let t = line
                     .assign
                     .clone()
@@ -316,24 +316,16 @@ pub async fn plan(
                     targets: t,
                     ignore_cache,
                 };
-                match job::build(&spec, &line.verb, &kind, &line.text, &line.vars, &origin, cwd) {
+                match job::build(
+                    &spec, &line.verb, &kind, &line.text, &line.vars, &origin, cwd,
+                ) {
                     Ok(Ok(js)) => jobs.extend(js),
                     Ok(Err(_help)) => {
-                        return Err(format!(
-                            "{}: orchestration {}, job {}: --exec-help is for `ingot exec`; remove it from the file",
-                            f.display(),
-                            oi + 1,
-                            ji + 1
+                        return Err(at(
+                            &"--exec-help is for `ingot exec`; remove it from the file",
                         ))
                     }
-                    Err(e) => {
-                        return Err(format!(
-                            "{}: orchestration {}, job {}: {e}",
-                            f.display(),
-                            oi + 1,
-                            ji + 1
-                        ))
-                    }
+                    Err(e) => return Err(at(&e)),
                 }
             }
         }
@@ -341,60 +333,67 @@ pub async fn plan(
     Ok(jobs)
 }
 
+/// The jobs `ingot orchestrate` runs (`--restrict` applied), or `None` when `--finger-print`
+/// printed them instead. The local and the network `orchestrate` both start here.
+pub async fn orchestrate_plan(
+    engine: &Engine,
+    a: &OrchestrateArgs,
+) -> Result<Option<Vec<Job>>, String> {
+    let jobs = plan(
+        engine,
+        &a.files,
+        &a.target,
+        a.ignore_cache,
+        a.force_async,
+        &cwd(),
+    )
+    .await?;
+    if a.finger_print {
+        print_fingerprints(&jobs);
+        return Ok(None);
+    }
+    Ok(Some(if a.restrict.is_empty() {
+        jobs
+    } else {
+        jobs.into_iter()
+            .filter(|j| a.restrict.contains(&j.sha3_224))
+            .collect()
+    }))
+}
+
+/// Directord's `--finger-print` table.
+fn print_fingerprints(jobs: &[Job]) {
+    println!(
+        "{:<6} {:<56} {:<14} {:<30} JOB",
+        "COUNT", "PARENT", "VERB", "EXEC"
+    );
+    for (i, j) in jobs.iter().enumerate() {
+        let parent = j
+            .parent_name
+            .clone()
+            .or_else(|| j.parent_sha3_224.clone())
+            .unwrap_or_default();
+        let mut exec = j.summary();
+        exec = exec.trim_start_matches(&j.verb).trim().to_owned();
+        if exec.chars().count() > 30 {
+            exec = exec.chars().take(27).collect::<String>() + "...";
+        }
+        let name = j.job_name.clone().unwrap_or_else(|| j.sha3_224.clone());
+        println!("{:<6} {:<56} {:<14} {:<30} {name}", i, parent, j.verb, exec);
+    }
+}
+
 /// `ingot orchestrate`: returns the exit code.
 pub fn orchestrate(rt: &Runtime, a: &OrchestrateArgs) -> i32 {
     let engine = match engine(&a.local) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("ingot orchestrate: error: {e}");
-            return 2;
-        }
+        Err(e) => return usage_error("orchestrate", e),
     };
     rt.block_on(async {
-        let jobs = match plan(
-            &engine,
-            &a.files,
-            &a.target,
-            a.ignore_cache,
-            a.force_async,
-            &cwd(),
-        )
-        .await
-        {
-            Ok(j) => j,
-            Err(e) => {
-                eprintln!("ingot orchestrate: error: {e}");
-                return 2;
-            }
-        };
-        if a.finger_print {
-            println!(
-                "{:<6} {:<56} {:<14} {:<30} JOB",
-                "COUNT", "PARENT", "VERB", "EXEC"
-            );
-            for (i, j) in jobs.iter().enumerate() {
-                let parent = j
-                    .parent_name
-                    .clone()
-                    .or_else(|| j.parent_sha3_224.clone())
-                    .unwrap_or_default();
-                let mut exec = j.summary();
-                exec = exec.trim_start_matches(&j.verb).trim().to_owned();
-                if exec.chars().count() > 30 {
-                    exec = exec.chars().take(27).collect::<String>() + "...";
-                }
-                let name = j.job_name.clone().unwrap_or_else(|| j.sha3_224.clone());
-                println!("{:<6} {:<56} {:<14} {:<30} {name}", i, parent, j.verb, exec);
-            }
-            return 0;
+        match orchestrate_plan(&engine, a).await {
+            Ok(Some(jobs)) => run_jobs(&engine, jobs, &a.show).await,
+            Ok(None) => 0,
+            Err(e) => usage_error("orchestrate", e),
         }
-        let jobs: Vec<Job> = if a.restrict.is_empty() {
-            jobs
-        } else {
-            jobs.into_iter()
-                .filter(|j| a.restrict.contains(&j.sha3_224))
-                .collect()
-        };
-        run_jobs(&engine, jobs, &a.show).await
     })
 }

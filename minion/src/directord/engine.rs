@@ -459,8 +459,9 @@ impl Engine {
         // RUN in the `ingot` binary itself: the command is the only process (see `inproc`).
         let run_here = job.kind == "run"
             && minion
-                .resource_path("run")
-                .is_ok_and(|p| crate::inproc::builtin_here("run", &p).is_some());
+                .describe("run", &*inner.sink)
+                .await
+                .is_ok_and(|d| d.builtin().is_some());
         let ran = if run_here {
             super::verbs::run_here(&input, minion.runner(), timeout, &*inner.sink).await
         } else {

@@ -510,6 +510,11 @@ pub fn split_words(verb: &str, s: &str) -> Result<Vec<Word>, VerbError> {
     let mut words = Vec::new();
     let mut cur: Option<Word> = None;
     let mut chars = s.char_indices().peekable();
+    let unbalanced = |quote| VerbError::Unbalanced {
+        verb: verb.into(),
+        quote,
+        text: s.into(),
+    };
     while let Some((i, c)) = chars.next() {
         if c.is_whitespace() {
             if let Some(w) = cur.take() {
@@ -529,13 +534,7 @@ pub fn split_words(verb: &str, s: &str) -> Result<Vec<Word>, VerbError> {
                     match chars.next() {
                         Some((_, '\'')) => break,
                         Some((_, ch)) => w.text.push(ch),
-                        None => {
-                            return Err(VerbError::Unbalanced {
-                                verb: verb.into(),
-                                quote: '\'',
-                                text: s.into(),
-                            })
-                        }
+                        None => return Err(unbalanced('\'')),
                     }
                 }
             }
@@ -555,13 +554,7 @@ pub fn split_words(verb: &str, s: &str) -> Result<Vec<Word>, VerbError> {
                             _ => w.text.push('\\'),
                         },
                         Some((_, ch)) => w.text.push(ch),
-                        None => {
-                            return Err(VerbError::Unbalanced {
-                                verb: verb.into(),
-                                quote: '"',
-                                text: s.into(),
-                            })
-                        }
+                        None => return Err(unbalanced('"')),
                     }
                 }
             }

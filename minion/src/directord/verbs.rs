@@ -1294,17 +1294,22 @@ fn podman(c: &Ctx, method: &str, path: &str, body: Option<&str>) -> JobOutput {
     }
 }
 
+/// `--socket-path`, shared by CONTAINER_IMAGE and POD.
+fn podman_socket_opt() -> OptSpec {
+    OptSpec::opt(
+        "socket_path",
+        "--socket-path",
+        OptType::Str,
+        "The podman socket.",
+    )
+    .default(json!("/var/run/podman/podman.sock"))
+}
+
 fn container_image_spec() -> VerbSpec {
     VerbSpec::new(
         "Manage container images through the podman API.",
         vec![
-            OptSpec::opt(
-                "socket_path",
-                "--socket-path",
-                OptType::Str,
-                "The podman socket.",
-            )
-            .default(json!("/var/run/podman/podman.sock")),
+            podman_socket_opt(),
             OptSpec::flag(
                 "no_tlsverify",
                 "--no-tlsverify",
@@ -1373,13 +1378,7 @@ fn pod_spec() -> VerbSpec {
     VerbSpec::new(
         "Manage pods through the podman API.",
         vec![
-            OptSpec::opt(
-                "socket_path",
-                "--socket-path",
-                OptType::Str,
-                "The podman socket.",
-            )
-            .default(json!("/var/run/podman/podman.sock")),
+            podman_socket_opt(),
             OptSpec::opt(
                 "env",
                 "--env",
