@@ -234,3 +234,42 @@ fn bad_verb_strings_and_unknown_verbs_are_clear() {
     assert!(o.status.success());
     assert!(text(&o).starts_with("usage: RUN"), "{}", text(&o));
 }
+
+#[test]
+fn job_wait_without_a_master_checks_this_minion_only() {
+    let d = tempfile::tempdir().unwrap();
+    let m = minion(d.path());
+    let o = exec(d.path(), &m, "RUN", "echo waited for");
+    assert!(o.status.success(), "{}", text(&o));
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.join("cache/directord/jobs.json")).unwrap())
+            .unwrap();
+    let sha = jobs.as_object().unwrap().keys().next().unwrap().clone();
+    let stream = |s: &str| {
+        output(
+            ingot(d.path())
+                .args(["exec", "--stream", "--name", "m1", "--verb", "JOB_WAIT"])
+                .arg("--minion")
+                .arg(&m)
+                .arg(s),
+        )
+    };
+    let o = stream(&format!("--timeout 5 --identity m1 {sha}"));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("STDOUT: m1 = job {sha} completed on m1")),
+        "{out}"
+    );
+    // Another identity cannot be checked from here: said so, naming it, at once.
+    let started = Instant::now();
+    let o = stream(&format!("--identity m1 elsewhere {sha}"));
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("without a master only this minion (m1) can be checked")
+            && out.contains("--identity also names elsewhere"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,7 +1,7 @@
 //! Directord through the master: three minions on loopback running Directord's own suite,
 //! QUERY coordination across minions, and run-once landing on one minion only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::net_support::Fleet;
@@ -663,4 +663,224 @@ fn every_suite_file_runs_green_on_three_minions_with_their_own_tmp() {
         assert!(!out.contains("Job Failed"), "{file}: {out}");
         assert!(out.contains("Job Success"), "{file}: {out}");
     }
+}
+
+/// A `systemctl` that records its arguments (one per line) in `record` instead of rebooting
+/// anything; returns a PATH with it first.
+fn fake_systemctl(fleet: &Fleet, record: &Path) -> String {
+    let bin = fleet.path().join("fake-bin");
+    crate::util::script(
+        &bin.join("systemctl"),
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {0}.tmp && mv {0}.tmp {0}\n",
+            record.display()
+        ),
+    );
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Writes orchestration `file`: REBOOT, then a RUN (with `run_options`) touching `marker`
+/// in the fleet's directory, whose path it returns.
+fn reboot_then_touch(fleet: &Fleet, file: &str, run_options: &str, marker: &str) -> PathBuf {
+    let marker = fleet.path().join(marker);
+    std::fs::write(
+        fleet.path().join(file),
+        format!(
+            "- jobs:\n  - REBOOT: 0\n  - RUN: {run_options}--skip-cache touch {}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    marker
+}
+
+#[test]
+fn reboot_holds_the_next_jobs_until_the_minion_connects_again() {
+    use crate::net_support::wait_for;
+    use std::time::Duration;
+    let mut fleet = Fleet::start(5);
+    fleet.minion_tree("r1", "");
+    let record = fleet.path().join("systemctl.args");
+    let path = fake_systemctl(&fleet, &record);
+    fleet.start_minion_with_env("r1", "machine-r1", &[("PATH", &path)]);
+    fleet.wait_connected(&["r1"]);
+    let after = reboot_then_touch(&fleet, "reboot.yaml", "", "after-reboot");
+    let orchestration = ingot(fleet.path())
+        .args(["orchestrate", "reboot.yaml", "--master"])
+        .arg(fleet.master_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The minion ran Directord's reboot command (through the fake systemctl).
+    let args = wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(&record).ok()
+    })
+    .unwrap_or_else(|| panic!("systemctl never ran\n{}", fleet.master_log()));
+    assert_eq!(args, "--message=Directord reboot instruction\nreboot\n");
+    // Inactive from then on, and the next job is held while the old connection still stands.
+    assert_eq!(fleet.state_of("r1").as_deref(), Some("rebooting"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !after.exists(),
+        "the job after REBOOT went out before the minion came back"
+    );
+    // The "reboot": the agent goes away, and the job still waits.
+    fleet.kill_minion("r1");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!after.exists());
+    assert_eq!(fleet.state_of("r1").as_deref(), Some("rebooting"));
+
+    // Back on a new connection: the held job goes out and the orchestration succeeds.
+    fleet.start_minion_with_env("r1", "machine-r1", &[("PATH", &path)]);
+    let o = orchestration.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "{out}{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        fleet.master_log()
+    );
+    assert_eq!(out.matches("Job Success").count(), 2, "{out}");
+    assert!(after.exists());
+    fleet.wait_connected(&["r1"]);
+    assert!(
+        fleet
+            .master_log()
+            .contains("held until the minion is back from REBOOT"),
+        "{}",
+        fleet.master_log()
+    );
+
+    // A minion that does not come back: the held job fails there after its own --timeout,
+    // saying so, and never runs.
+    let never = reboot_then_touch(&fleet, "gone.yaml", "--timeout 2 ", "never");
+    let o = orchestrate(&fleet, fleet.path(), "gone.yaml");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("r1 did not come back within 2s after REBOOT"),
+        "{out}"
+    );
+    assert!(!never.exists());
+}
+
+/// `ingot exec --stream --target TARGET --master m --verb VERB STRING`.
+fn exec_on(fleet: &Fleet, target: &str, verb: &str, s: &str) -> Output {
+    output(
+        ingot(fleet.path())
+            .args(["exec", "--stream", "--target", target, "--verb", verb])
+            .arg("--master")
+            .arg(fleet.master_dir())
+            .arg(s),
+    )
+}
+
+#[test]
+fn job_wait_asks_the_listed_minions_through_the_master() {
+    use std::time::{Duration, Instant};
+    let mut fleet = Fleet::start(5);
+    for n in ["w1", "w2"] {
+        fleet.minion_tree(n, "");
+        fleet.start_minion(n, &format!("machine-{n}"), None);
+    }
+    fleet.wait_connected(&["w1", "w2"]);
+    let last_sha = || {
+        manage_json(&fleet, &["--job-info", "last"])["JOB_SHA3_224"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // JOB_WAIT on w2 fails (exit 1), saying `why`.
+    fn job_wait_fails(fleet: &Fleet, args: String, why: &str) {
+        let o = exec_on(fleet, "w2", "JOB_WAIT", &args);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(out.contains(why), "{out}");
+    }
+    // A job that succeeded on w1: JOB_WAIT on w2 for it succeeds (w2 never ran it).
+    let o = exec_on(&fleet, "w1", "RUN", "echo done on w1");
+    assert!(o.status.success(), "{}", text(&o));
+    let done = last_sha();
+    let o = exec_on(
+        &fleet,
+        "w2",
+        "JOB_WAIT",
+        &format!("--timeout 5 --identity w1 {done}"),
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", fleet.master_log());
+    assert!(
+        out.contains(&format!("STDOUT: w2 = job {done} completed on w1")),
+        "{out}"
+    );
+
+    // A job that failed on w1: JOB_WAIT fails, naming w1.
+    let o = exec_on(&fleet, "w1", "RUN", "exit 3");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let failed = last_sha();
+    job_wait_fails(
+        &fleet,
+        format!("--timeout 5 --identity w1 {failed}"),
+        &format!("job {failed} failed on w1"),
+    );
+
+    // An identity the master does not know: a clear failure naming it.
+    job_wait_fails(
+        &fleet,
+        format!("--timeout 5 --identity w1 nosuch {done}"),
+        "nosuch is not a minion of this master",
+    );
+
+    // Waiting: a JOB_WAIT started before the job runs on w1 succeeds once it has (its
+    // fingerprint is known from w2, whose own cache does not count).
+    let o = exec_on(&fleet, "w2", "RUN", "echo later");
+    assert!(o.status.success(), "{}", text(&o));
+    let later = last_sha();
+    let waiting = ingot(fleet.path())
+        .args(["exec", "--stream", "--target", "w2", "--verb", "JOB_WAIT"])
+        .arg("--master")
+        .arg(fleet.master_dir())
+        .arg(format!("--timeout 60 --identity w1 {later}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let o = exec_on(&fleet, "w1", "RUN", "echo later");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = waiting.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", fleet.master_log());
+    assert!(
+        out.contains(&format!("job {later} completed on w1")),
+        "{out}"
+    );
+
+    // Never run on w1: JOB_WAIT gives up after its --timeout, saying so.
+    let never = "0".repeat(56);
+    let start = Instant::now();
+    job_wait_fails(
+        &fleet,
+        format!("--timeout 2 --identity w1 {never}"),
+        &format!("job {never} did not end on w1 within 2s"),
+    );
+    assert!(start.elapsed() >= Duration::from_secs(2));
+
+    // A minion that is away: named, with its state.
+    fleet.kill_minion("w1");
+    let gone = crate::net_support::wait_for(Duration::from_secs(20), || {
+        (fleet.state_of("w1").as_deref() == Some("expired")).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}", fleet.nodes());
+    job_wait_fails(
+        &fleet,
+        format!("--timeout 5 --identity w1 {done}"),
+        "w1 is not connected to the master",
+    );
 }

@@ -854,3 +854,96 @@ fn a_request_lost_with_its_connection_fails_instead_of_waiting_forever() {
     assert!(!count.exists(), "the lost request ran after all");
     fleet.wait_connected(&["lost"]);
 }
+
+/// A batch `actors/prescribe` (its `describe` says `"batch": true`) gets the facts of many
+/// minions in one run; an `{"error"}` element fails only its minion, and a wrong number of
+/// results fails every minion of the batch with a message saying what to print.
+#[test]
+fn a_batch_prescribe_serves_many_minions_with_few_runs() {
+    const COUNT: usize = 24;
+    let mut fleet = Fleet::start(5);
+    let d = fleet.path().to_path_buf();
+    let actor = |results: &str| {
+        let body = format!(
+            r#"#!/usr/bin/env python3
+import json, sys
+if sys.argv[1:] == ["describe"]:
+    print(json.dumps({{"batch": True}}))
+    sys.exit(0)
+docs = json.load(sys.stdin)
+with open("{log}", "a") as f:
+    f.write("%d\n" % len(docs))
+out = []
+for d in docs:
+    me = d["me"]
+    if me.endswith("0003"):
+        out.append({{"error": "no role for " + me}})
+    else:
+        out.append([{{"kind": "file", "path": "{out}/" + me, "content": "hello\n"}}])
+print(json.dumps(out{results}))
+"#,
+            log = d.join("prescribe.log").display(),
+            out = d.join("out").display(),
+        );
+        let path = d.join("m/actors/prescribe");
+        let tmp = d.join("prescribe.tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    actor("");
+    std::fs::create_dir_all(d.join("out")).unwrap();
+    let names = fleet.start_swarm(COUNT);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    fleet.wait_connected(&refs);
+
+    let (code, doc) = fleet.run(&["swarm-*"]);
+    assert_ne!(code, 0, "one minion's prescription failed: {doc:#}");
+    for n in &names {
+        let r = report(&doc, n);
+        if n.ends_with("0003") {
+            assert_eq!(r["status"], "failed", "{r:#}");
+            assert!(
+                r["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("no role for swarm-0003"),
+                "{r:#}"
+            );
+            assert!(!d.join("out").join(n).exists());
+        } else {
+            assert_eq!(r["status"], "changed", "{r:#}");
+            assert_eq!(
+                std::fs::read_to_string(d.join("out").join(n)).unwrap(),
+                "hello\n"
+            );
+        }
+    }
+    let log = std::fs::read_to_string(d.join("prescribe.log")).unwrap();
+    let batches: Vec<usize> = log.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        COUNT,
+        "every minion once: {batches:?}"
+    );
+    assert!(
+        batches.len() < COUNT,
+        "minions whose facts arrived while a batch ran share the next one: {batches:?}"
+    );
+
+    // A batch that prints the wrong number of prescriptions fails them all, clearly (the
+    // changed actor is asked `describe` again).
+    actor("[1:]");
+    let (code, doc) = fleet.run(&["swarm-000*"]);
+    assert_ne!(code, 0);
+    for n in names.iter().filter(|n| n.starts_with("swarm-000")) {
+        let r = report(&doc, n);
+        assert_eq!(r["status"], "failed", "{r:#}");
+        let why = r["error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("results for") && why.contains("fix: print one prescription"),
+            "{why}"
+        );
+    }
+}

@@ -191,6 +191,12 @@ impl Fleet {
         self.start_minion_in(None, name, machine_id, addr)
     }
 
+    /// Like [`Fleet::start_minion`] against the master, with `env` added to the agent's
+    /// environment (which the jobs it runs inherit), e.g. a `PATH` with fake tools first.
+    pub fn start_minion_with_env(&mut self, name: &str, machine_id: &str, env: &[(&str, &str)]) {
+        self.start_minion_wrapped(&[], name, machine_id, None, env)
+    }
+
     /// Like [`Fleet::start_minion`], inside network namespace `netns` when given.
     pub fn start_minion_in(
         &mut self,
@@ -201,9 +207,9 @@ impl Fleet {
     ) {
         match netns {
             Some(ns) => {
-                self.start_minion_wrapped(&["ip", "netns", "exec", ns], name, machine_id, addr)
+                self.start_minion_wrapped(&["ip", "netns", "exec", ns], name, machine_id, addr, &[])
             }
-            None => self.start_minion_wrapped(&[], name, machine_id, addr),
+            None => self.start_minion_wrapped(&[], name, machine_id, addr, &[]),
         }
     }
 
@@ -241,16 +247,18 @@ mkdir -p "$bin" && mount --bind "$stash" "$bin" && exec "$@""#;
             &bin_dir,
             &stash,
         ];
-        self.start_minion_wrapped(&wrap, name, machine_id, None)
+        self.start_minion_wrapped(&wrap, name, machine_id, None, &[])
     }
 
-    /// `ingot minion serve` for `name`, run through the command `wrap` (empty: directly).
+    /// `ingot minion serve` for `name`, run through the command `wrap` (empty: directly),
+    /// with `env` added to its environment.
     fn start_minion_wrapped(
         &mut self,
         wrap: &[&str],
         name: &str,
         machine_id: &str,
         addr: Option<String>,
+        env: &[(&str, &str)],
     ) {
         let addr = addr.unwrap_or_else(|| format!("127.0.0.1:{}", self.port));
         let mut cmd = match wrap.split_first() {
@@ -264,6 +272,7 @@ mkdir -p "$bin" && mount --bind "$stash" "$bin" && exec "$@""#;
         let child = cmd
             .current_dir(self.path())
             .env("INGOT_LOG", "info")
+            .envs(env.iter().copied())
             .args(["minion", "serve", "--minion", name, "--master", &addr])
             .args(["--machine-id", machine_id, "--max-backoff", "0.5"])
             .stdin(Stdio::null())
@@ -278,6 +287,31 @@ mkdir -p "$bin" && mount --bind "$stash" "$bin" && exec "$@""#;
             .spawn()
             .unwrap();
         self.minions.push((name.to_owned(), child));
+    }
+
+    /// `ingot minion swarm --count N`: N minion identities `swarm-0000`... in one process,
+    /// their trees under `swarm/` with a static `me` fact, certificates issued by the master.
+    pub fn start_swarm(&mut self, count: usize) -> Vec<String> {
+        let child = Command::new(ingot_bin())
+            .current_dir(self.path())
+            .env("INGOT_LOG", "info")
+            .args([
+                "minion",
+                "swarm",
+                "--count",
+                &count.to_string(),
+                "--dir",
+                "swarm",
+            ])
+            .args(["--master", &format!("127.0.0.1:{}", self.port)])
+            .args(["--issue-from", "m"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path().join("swarm.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.minions.push(("swarm".to_owned(), child));
+        (0..count).map(|i| format!("swarm-{i:04}")).collect()
     }
 
     pub fn minion_log(&self, name: &str) -> String {
@@ -472,13 +506,16 @@ impl Relay {
     }
 }
 
-/// The minion tree's spool holds no undelivered frame: every slot is empty (slots are
-/// truncated and reused, not removed, once the master acknowledged them).
+/// The minion tree's spool holds no undelivered frame: every slot is free (its first line is
+/// `{"spooled":null}`; slots are reused, not removed, once the master acknowledged them).
 pub fn spool_drained(minion_tree: &Path) -> bool {
     std::fs::read_dir(minion_tree.join("logs/spool"))
         .map(|d| {
-            d.flatten()
-                .all(|e| e.metadata().map(|m| m.len() == 0).unwrap_or(false))
+            d.flatten().all(|e| {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let first = text.lines().next().unwrap_or_default().trim();
+                first.is_empty() || first == r#"{"spooled":null}"#
+            })
         })
         .unwrap_or(false)
 }

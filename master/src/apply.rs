@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use runner::{EventSink, NullSink};
 use serde_json::json;
 
-use crate::actors::MasterDir;
+use crate::actors::{Actors, MasterDir};
 use crate::documents::Step;
 use crate::report::{eprint_line, progress_line, recap, Style};
 use crate::routine::{
@@ -136,7 +136,7 @@ pub async fn apply_to<L: crate::link::MinionLink>(
 ) -> Vec<MinionReport> {
     let master = MasterDir::new(&cmd.master);
     let observer = ConsoleObserver::new(cmd.json, history);
-    vec![converge(&master, link, &cmd.options, &observer).await]
+    vec![converge(&Actors::new(master), link, &cmd.options, &observer).await]
 }
 
 /// Prints the outcome: the JSON document on stdout with `--json`, else the recap.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::actors::MasterDir;
+use crate::actors::{Actors, MasterDir};
 use crate::apply::Forget;
 use crate::local::LocalMinion;
 use crate::routine::{converge, ApplyOptions, MinionStatus};
@@ -87,7 +87,7 @@ fn reset(target: &Path) -> Result<(), String> {
 /// Runs the workload and prints the figures.
 pub fn bench_apply(rt: &tokio::runtime::Runtime, args: &BenchApplyArgs) -> Result<i32, String> {
     let (scratch, target) = setup(args.files)?;
-    let master = MasterDir::new(scratch.0.join("master"));
+    let master = Actors::new(MasterDir::new(scratch.0.join("master")));
     let opts = ApplyOptions::default();
     let mut create = Vec::new();
     let mut correct = Vec::new();

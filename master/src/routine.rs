@@ -9,7 +9,7 @@ use runner::EventSink;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::actors::{self, MasterDir};
+use crate::actors::Actors;
 use crate::documents::{label, Step};
 use crate::link::{Described, LinkError, MinionLink};
 
@@ -174,7 +174,7 @@ pub trait StepWatch: Send + Sync {
 
 /// Runs the routine for one minion.
 pub async fn converge<L: MinionLink>(
-    master: &MasterDir,
+    actors: &Actors,
     link: &L,
     opts: &ApplyOptions,
     observer: &dyn Observer,
@@ -190,7 +190,7 @@ pub async fn converge<L: MinionLink>(
         fact_failures: Vec::new(),
         duration: Duration::ZERO,
     };
-    if let Err(e) = routine(master, link, opts, observer, &mut report).await {
+    if let Err(e) = routine(actors, link, opts, observer, &mut report).await {
         report.error = Some(e);
         report.status = MinionStatus::Failed;
     }
@@ -206,7 +206,7 @@ pub async fn converge<L: MinionLink>(
 }
 
 async fn routine<L: MinionLink>(
-    master: &MasterDir,
+    actors: &Actors,
     link: &L,
     opts: &ApplyOptions,
     observer: &dyn Observer,
@@ -223,7 +223,8 @@ async fn routine<L: MinionLink>(
     }
     report.fact_failures = facts.failures.clone();
     let facts = facts.document;
-    let prescription = actors::prescribe(master, &facts, opts.actor_timeout, &*sink)
+    let prescription = actors
+        .prescribe(&facts, opts.actor_timeout, &*sink)
         .await
         .map_err(|e| e.to_string())?;
     report.resources = prescription.len();
@@ -238,16 +239,16 @@ async fn routine<L: MinionLink>(
             observer.progress(&minion, "inspect", &f.resource, "failed");
             push_step(report, observer, f);
         }
-        let steps = actors::choreograph(
-            master,
-            &facts,
-            &prescription,
-            &observations,
-            opts.actor_timeout,
-            &*sink,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let steps = actors
+            .choreograph(
+                &facts,
+                &prescription,
+                &observations,
+                opts.actor_timeout,
+                &*sink,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         let failed_before = report
             .steps
             .iter()
@@ -581,7 +582,7 @@ fn check_states(
         };
         let v = validators
             .entry(kind.to_owned())
-            .or_insert_with(|| jsonschema::validator_for(schema).ok());
+            .or_insert_with(|| minion::dispatch::compiled_schema(schema).ok());
         let Some(v) = v else { continue };
         let mut bare = state.clone();
         if let Some(o) = bare.as_object_mut() {

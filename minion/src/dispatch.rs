@@ -172,6 +172,52 @@ impl FactReport {
     }
 }
 
+/// Where a fact comes from.
+enum FactSource {
+    /// An executable in `facts/`.
+    Exec(PathBuf),
+    /// A built-in fact whose `facts/` entry is the running executable (see `crate::inproc`).
+    Builtin(builtin::facts::Gather),
+    /// A JSON document `facts/NAME.json` that is not executable: a fact that does not change
+    /// (a role, a datacenter), as Salt's static grains.
+    Static(PathBuf),
+}
+
+impl FactSource {
+    fn describe(&self) -> String {
+        match self {
+            FactSource::Exec(p) | FactSource::Static(p) => p.display().to_string(),
+            FactSource::Builtin(_) => "the built-in".into(),
+        }
+    }
+}
+
+/// The document of a static fact, or why it is not one.
+fn read_static_fact(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "{} is not a JSON document ({e}); fix it, or rename it (without .json) to leave it out",
+            path.display()
+        )
+    })
+}
+
+/// A fact executable's document, or why it is left out.
+fn fact_output(result: Result<Outcome, RunError>, timeout: Duration) -> Result<Value, String> {
+    match result {
+        Err(e) => Err(e.to_string()),
+        Ok(o) if o.timed_out => Err(format!("timed out after {timeout:?} and was killed")),
+        Ok(o) if !o.success() => Err(format!(
+            "exited with code {}{}",
+            o.code(),
+            tail_suffix(&last_line(&o.stderr_text()))
+        )),
+        Ok(o) => serde_json::from_slice::<Value>(&o.stdout)
+            .map_err(|e| format!("printed invalid JSON ({e}): {}", snippet(&o.stdout))),
+    }
+}
+
 /// What ingot knows about a resource kind from its `describe`.
 pub struct Description {
     /// The kind.
@@ -180,7 +226,7 @@ pub struct Description {
     pub doc: Option<Value>,
     /// Why there is no document.
     pub problem: Option<String>,
-    validator: Option<Validator>,
+    validator: Option<Arc<Validator>>,
     /// The built-in serving this kind when `resources/KIND` is the running executable itself
     /// (see `crate::inproc`); decided with the describe and forgotten with it.
     builtin: Option<&'static dyn builtin::Resource>,
@@ -329,10 +375,11 @@ impl Minion {
         &self.dir
     }
 
-    /// Runs every executable in `facts/` in parallel and combines their output (SPEC §4).
-    /// A fact that fails is left out and listed in [`FactReport::failures`] (also sent to the
-    /// sink as a `fact_failed` event); hidden files, directories and non-executables are
-    /// skipped with a warning.
+    /// Runs every executable in `facts/` in parallel and combines their output (SPEC §4);
+    /// a non-executable `NAME.json` is the static fact `NAME`, and a built-in fact linked to the
+    /// running executable is gathered in this process. A fact that fails is left out and listed
+    /// in [`FactReport::failures`] (also sent to the sink as a `fact_failed` event); hidden
+    /// files, directories and other non-executables are skipped with a warning.
     pub async fn facts(&self, sink: &dyn EventSink) -> Result<FactReport, FactsError> {
         let dir = self.dir.join("facts");
         let entries = std::fs::read_dir(&dir).map_err(|source| FactsError::Dir {
@@ -340,58 +387,78 @@ impl Minion {
             source,
         })?;
         let mut report = FactReport::default();
-        let mut names: Vec<(String, PathBuf)> = Vec::new();
+        let mut sources: Vec<(String, FactSource)> = Vec::new();
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+            let file = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
-            let skip = if name.starts_with('.') {
-                Some("hidden file")
+            let meta = std::fs::metadata(&path);
+            let executable = meta
+                .as_ref()
+                .is_ok_and(|m| !m.is_dir() && m.permissions().mode() & 0o111 != 0);
+            let source = if file.starts_with('.') {
+                Err("hidden file")
             } else {
-                match std::fs::metadata(&path) {
-                    Err(_) => Some("broken symlink"),
-                    Ok(m) if m.is_dir() => Some("directory"),
-                    Ok(m) if m.permissions().mode() & 0o111 == 0 => {
-                        Some("not executable (chmod +x to run it)")
-                    }
-                    Ok(_) => None,
+                match &meta {
+                    Err(_) => Err("broken symlink"),
+                    Ok(m) if m.is_dir() => Err("directory"),
+                    Ok(_) if executable => Ok((
+                        file.clone(),
+                        match crate::inproc::fact_here(&file, &path) {
+                            Some(gather) => FactSource::Builtin(gather),
+                            None => FactSource::Exec(path.clone()),
+                        },
+                    )),
+                    Ok(_) => match file.strip_suffix(".json") {
+                        Some(stem) if !stem.is_empty() => {
+                            Ok((stem.to_owned(), FactSource::Static(path.clone())))
+                        }
+                        _ => Err("not executable (chmod +x to run it, or name a JSON document NAME.json)"),
+                    },
                 }
             };
-            match skip {
-                Some(reason) => {
-                    tracing::warn!(fact = %name, "skipping {}: {reason}", path.display());
+            match source {
+                Ok(s) => sources.push(s),
+                Err(reason) => {
+                    tracing::warn!(fact = %file, "skipping {}: {reason}", path.display());
                     report.skipped.push(FactProblem {
-                        name,
+                        name: file,
                         reason: reason.into(),
                     });
                 }
-                None => names.push((name, path)),
             }
         }
-        names.sort();
-        let runs = names.iter().map(|(name, path)| {
-            let program = Program::new(path).name(name).timeout(self.fact_timeout);
-            async move { self.runner.run(&program, sink).await }
+        // A program before a static document of the same name, whatever the directory order.
+        sources
+            .sort_by_key(|(name, source)| (name.clone(), matches!(source, FactSource::Static(_))));
+        let runs = sources.iter().map(|(name, source)| async move {
+            match source {
+                FactSource::Static(path) => read_static_fact(path),
+                FactSource::Builtin(gather) => {
+                    crate::inproc::gather_fact(name, *gather, self.fact_timeout, sink).await
+                }
+                FactSource::Exec(path) => {
+                    let program = Program::new(path).name(name).timeout(self.fact_timeout);
+                    fact_output(self.runner.run(&program, sink).await, self.fact_timeout)
+                }
+            }
         });
         let outcomes = join_all(runs.collect()).await;
-        for ((name, _), result) in names.into_iter().zip(outcomes) {
+        let mut previous: Option<&str> = None;
+        for ((name, source), result) in sources.iter().zip(outcomes) {
             let reason = match result {
-                Err(e) => e.to_string(),
-                Ok(o) if o.timed_out => {
-                    format!("timed out after {:?} and was killed", self.fact_timeout)
-                }
-                Ok(o) if !o.success() => format!(
-                    "exited with code {}{}",
-                    o.code(),
-                    tail_suffix(&last_line(&o.stderr_text()))
+                // A static `NAME.json` next to an executable `NAME`: neither may silently win.
+                _ if previous == Some(name.as_str()) => format!(
+                    "{} defines fact {name:?} a second time; remove one of facts/{name} and facts/{name}.json",
+                    source.describe()
                 ),
-                Ok(o) => match serde_json::from_slice::<Value>(&o.stdout) {
-                    Ok(v) => {
-                        report.document.insert(name, v);
-                        continue;
-                    }
-                    Err(e) => format!("printed invalid JSON ({e}): {}", snippet(&o.stdout)),
-                },
+                Ok(v) => {
+                    report.document.insert(name.clone(), v);
+                    previous = Some(name);
+                    continue;
+                }
+                Err(reason) => reason,
             };
+            previous = Some(name);
             sink.emit(Event::now(Message::new(
                 Some(name.clone()),
                 &Body::Other {
@@ -399,7 +466,10 @@ impl Minion {
                     data: json!({"reason": reason}),
                 },
             )));
-            report.failures.push(FactProblem { name, reason });
+            report.failures.push(FactProblem {
+                name: name.clone(),
+                reason,
+            });
         }
         Ok(report)
     }
@@ -726,16 +796,43 @@ fn parse_output(o: &Outcome, kind: &str, action: &str) -> Result<Value, Dispatch
 }
 
 /// Checks a describe document's shape and compiles its schema.
-fn compile(doc: &Value) -> Result<Option<Validator>, String> {
+fn compile(doc: &Value) -> Result<Option<Arc<Validator>>, String> {
     if !doc.is_object() {
         return Err("describe did not print a JSON object".into());
     }
     match doc.get("schema") {
         None | Some(Value::Null) => Ok(None),
-        Some(schema) => jsonschema::validator_for(schema)
+        Some(schema) => compiled_schema(schema)
             .map(Some)
             .map_err(|e| format!("describe's schema is not a valid JSON Schema: {e}")),
     }
+}
+
+/// The compiled validator of `schema`, shared by every use of the same schema in this process.
+/// Compiling one costs more than a trivial step (regexes, keyword tables), and an agent serving
+/// a thousand identities, or a master checking a thousand prescriptions, meets the same few
+/// schemas again and again.
+pub fn compiled_schema(schema: &Value) -> Result<Arc<Validator>, String> {
+    static SEEN: Mutex<Option<HashMap<String, Arc<Validator>>>> = Mutex::new(None);
+    let key = schema.to_string();
+    if let Some(v) = SEEN
+        .lock()
+        .expect("schema memo")
+        .get_or_insert_default()
+        .get(&key)
+    {
+        return Ok(v.clone());
+    }
+    let v = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
+    let mut seen = SEEN.lock().expect("schema memo");
+    let seen = seen.get_or_insert_default();
+    // Schemas come from describe documents: a handful per kind and version. The bound only
+    // matters for a resource that prints a new schema every time.
+    if seen.len() >= 512 {
+        seen.clear();
+    }
+    seen.insert(key, v.clone());
+    Ok(v)
 }
 
 fn last_line(s: &str) -> String {
@@ -780,4 +877,78 @@ pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .into_iter()
         .map(|r| r.expect("every future completed"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use channel3::Event;
+
+    fn gather(dir: &Path) -> (FactReport, Vec<Event>) {
+        let events = Mutex::new(Vec::new());
+        let sink = |e: Event| events.lock().unwrap().push(e);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt.block_on(Minion::new(dir).facts(&sink)).unwrap();
+        (report, events.into_inner().unwrap())
+    }
+
+    #[test]
+    fn static_and_in_process_facts_join_the_document() {
+        let tmp = tempfile::tempdir().unwrap();
+        let facts = tmp.path().join("facts");
+        std::fs::create_dir_all(&facts).unwrap();
+        // A built-in linked to the running executable is gathered here, not exec'd.
+        std::os::unix::fs::symlink(std::env::current_exe().unwrap(), facts.join("os")).unwrap();
+        std::fs::write(facts.join("role.json"), r#"{"role": "web"}"#).unwrap();
+        std::fs::write(facts.join("bad.json"), "{not json").unwrap();
+        std::fs::write(facts.join("notes.txt"), "not a fact").unwrap();
+        let me = facts.join("me");
+        std::fs::write(&me, "#!/bin/sh\necho '\"exec\"'\n").unwrap();
+        std::fs::set_permissions(&me, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(facts.join("me.json"), r#""static""#).unwrap();
+
+        let (report, events) = gather(tmp.path());
+        let doc = &report.document;
+        assert_eq!(doc["role"], json!({"role": "web"}));
+        assert!(doc["os"]["kernel"]["release"].is_string(), "{doc:?}");
+        assert!(!doc.contains_key("bad") && !doc.contains_key("notes.txt"));
+        let why = |name: &str| {
+            report
+                .failures
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.reason.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            why("bad").contains("bad.json is not a JSON document"),
+            "{report:?}"
+        );
+        // `me` twice: the first (the executable) stands, the second is reported.
+        assert_eq!(doc["me"], json!("exec"));
+        assert!(
+            why("me").contains("defines fact \"me\" a second time"),
+            "{report:?}"
+        );
+        assert!(report
+            .skipped
+            .iter()
+            .any(|s| s.name == "notes.txt" && s.reason.contains("NAME.json")));
+
+        let spawned: Vec<String> = events
+            .iter()
+            .filter(|e| e.message.key == "spawn")
+            .map(|e| e.message.data.to_string())
+            .collect();
+        assert!(
+            spawned
+                .iter()
+                .any(|s| s.contains("os (built-in, in_process)")),
+            "{spawned:?}"
+        );
+        assert_eq!(spawned.len(), 2, "os in process, me exec'd: {spawned:?}");
+    }
 }

@@ -30,33 +30,68 @@ fn running_exe() -> Option<&'static Path> {
         .as_deref()
 }
 
+fn is_running_exe(path: &Path) -> bool {
+    running_exe().is_some_and(|exe| path.canonicalize().is_ok_and(|t| t == exe))
+}
+
 /// The built-in `kind` when `path` (its `resources/` entry) is the running executable itself.
 pub fn builtin_here(kind: &str, path: &Path) -> Option<&'static dyn Resource> {
     let r = builtin::resource(kind)?;
-    let exe = running_exe()?;
-    let target = path.canonicalize().ok()?;
-    (target == exe).then_some(r)
+    is_running_exe(path).then_some(r)
 }
 
-/// Emits the events a process run of `kind action` would have.
+/// The built-in fact `name` when `path` (its `facts/` entry) is the running executable itself.
+pub fn fact_here(name: &str, path: &Path) -> Option<builtin::facts::Gather> {
+    let gather = builtin::facts::fact(name)?;
+    is_running_exe(path).then_some(gather)
+}
+
+/// Gathers a built-in fact on a blocking thread, with the events its process would have sent.
+/// Built-in facts only read /etc, /proc and /sys, so the thread always ends; past `timeout`
+/// the caller is told so and the late result is dropped.
+pub async fn gather_fact(
+    name: &str,
+    gather: builtin::facts::Gather,
+    timeout: Duration,
+    sink: &dyn EventSink,
+) -> Result<Value, String> {
+    let work = tokio::task::spawn_blocking(gather);
+    let result = match tokio::time::timeout(timeout, work).await {
+        Err(_) => return Err(format!("timed out after {timeout:?}")),
+        Ok(Err(panic)) => Err(format!(
+            "the built-in panicked ({panic}); this is a bug in ingot: please report it"
+        )),
+        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+    };
+    let (stdout, stderr, code) = match &result {
+        Ok(v) => (format!("{v}\n"), String::new(), 0),
+        Err(e) => (String::new(), format!("{name}: {e}\n"), 1),
+    };
+    emit_run(sink, name, None, None, &stdout, &stderr, code);
+    result
+}
+
+/// Emits the events a process run of `name [action]` (with `input` on stdin) would have.
 pub fn emit_run(
     sink: &dyn EventSink,
-    kind: &str,
-    action: &str,
-    input: &Value,
+    name: &str,
+    action: Option<&str>,
+    input: Option<&Value>,
     stdout: &str,
     stderr: &str,
     code: i32,
 ) {
-    let name = Some(kind.to_owned());
-    let emit = |b: Body| sink.emit(Event::now(Message::new(name.clone(), &b)));
+    let label = Some(name.to_owned());
+    let emit = |b: Body| sink.emit(Event::now(Message::new(label.clone(), &b)));
     emit(Body::Spawn(Spawn {
-        path: format!("{kind} (built-in, in_process)"),
-        args: vec![action.to_owned()],
+        path: format!("{name} (built-in, in_process)"),
+        args: action.map(str::to_owned).into_iter().collect(),
         ..Spawn::default()
     }));
-    let shown = runner::redact::redact_state(input).to_string();
-    emit(Body::Stdin(Line::from_bytes(shown.as_bytes())));
+    if let Some(input) = input {
+        let shown = runner::redact::redact_state(input).to_string();
+        emit(Body::Stdin(Line::from_bytes(shown.as_bytes())));
+    }
     for l in stdout.lines() {
         emit(Body::Stdout(Line::from_bytes(l.as_bytes())));
     }
@@ -132,7 +167,15 @@ pub async fn perform(
         Ok(v) => protocol::render(v, r.identity()),
         Err(_) => String::new(),
     };
-    emit_run(sink, kind, action, &shown, &stdout, &stderr, code);
+    emit_run(
+        sink,
+        kind,
+        Some(action),
+        Some(&shown),
+        &stdout,
+        &stderr,
+        code,
+    );
     result.map_err(|stderr| DispatchError::Failed {
         kind: kind.into(),
         action: action.into(),

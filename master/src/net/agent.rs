@@ -3,31 +3,35 @@
 //! back, and spools them to disk so that nothing is lost while the master is unreachable.
 //!
 //! Spool: `MINION/logs/spool/slot-N.jsonl`, one request's frames per file, one per line
-//! (events then the result, numbered, each naming the request id). A slot is taken when a
-//! request arrives and emptied (truncated, not removed) when the master acknowledges the
-//! result, then reused: creating and unlinking a file per request made ext4's inode
-//! allocator the largest cost of a short job. After a reconnect every non-empty slot is sent
-//! again in full; the master skips what it already has by sequence number. A request is
-//! never run twice: requests are not re-sent, and a request interrupted by the agent's own
-//! restart is reported as interrupted, not re-run.
+//! (events then the result, numbered, each naming the request id) after a fixed-width first
+//! line `{"spooled":ID}`. A slot is taken when a request arrives and freed when the master
+//! acknowledges the result by overwriting that line with `{"spooled":null}`, then reused,
+//! written over from the start. Neither step frees disk blocks: creating and unlinking a file
+//! per request made ext4's inode allocator the largest cost of a short job, and truncating
+//! waits for the disk where the filesystem discards freed blocks. So a slot may end with
+//! lines of an earlier request; every reader keeps only the frames naming the slot's request.
+//! After a reconnect every held slot is sent again in full; the master skips what it already
+//! has by sequence number. A request is never run twice: requests are not re-sent, and a
+//! request interrupted by the agent's own restart is reported as interrupted, not re-run.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use minion::directord::cache::Cache;
-use minion::directord::engine::{BoxFuture, FileSource};
+use minion::directord::cache::{Cache, JobState};
+use minion::directord::engine::{BoxFuture, FileSource, JobWait, JobWaitCoordinator};
 use minion::directord::{Engine, Job, JobResult};
 use minion::dispatch::DispatchError;
 use minion::Minion;
 use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::pki::MASTER_SERVER_NAME;
-use super::wire::{read_frame, write_frame, Frame, Op, Reply, WireError, PROTOCOL};
+use super::wire::{read_frame, write_frame, Ask, Frame, Op, Reply, WireError, PROTOCOL};
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -178,6 +182,52 @@ pub struct Agent {
     name: Mutex<Option<String>>,
     /// The Directord job engine, created at the first job and kept for the agent's life.
     engine: Mutex<Option<Engine>>,
+    /// Questions sent to the master (`ask` frames) awaiting their `answer`, by id.
+    asks: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_ask: AtomicU64,
+}
+
+/// JOB_WAIT on a network minion: the master asks each listed minion's agent for its cache
+/// state of the job (Directord's coordination notices, relayed by the server).
+struct MasterJobWait(Weak<Agent>);
+
+impl JobWaitCoordinator for MasterJobWait {
+    fn wait<'a>(
+        &'a self,
+        _engine: &'a Engine,
+        wait: &'a JobWait,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let agent = self.0.upgrade().ok_or("the minion agent is stopping")?;
+            let answer = agent
+                .ask(Ask::JobWait {
+                    sha3_224: wait.sha.clone(),
+                    identities: wait.identities.clone(),
+                    limit_secs: wait.limit.as_secs(),
+                })
+                .await?;
+            let failed: Vec<String> = answer["failed"]
+                .as_object()
+                .map(|m| {
+                    m.values()
+                        .map(|w| w.as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !failed.is_empty() {
+                return Err(failed.join("; "));
+            }
+            let acked: Vec<&str> = answer["acked"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            Ok(format!(
+                "job {} completed on {}",
+                wait.sha,
+                acked.join(", ")
+            ))
+        })
+    }
 }
 
 /// ADD/COPY sources as the agent received them: `CACHE/transfer/<sha3-224>` (see
@@ -239,9 +289,8 @@ impl Spool {
             {
                 spool.next = spool.next.max(n + 1);
             }
-            let first = read_lines(&path).into_iter().next();
-            match first.and_then(|l| frame_id(&l)) {
-                Some(id) => {
+            match slot_frames(&path) {
+                Some((id, _)) => {
                     spool.held.insert(id, path);
                 }
                 None => spool.free.push(path),
@@ -250,7 +299,7 @@ impl Spool {
         Ok(spool)
     }
 
-    /// A slot for request `id`, emptied and open for appending.
+    /// A slot for request `id`, named by its first line and open for writing after it.
     fn take(&mut self, id: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
         let path = match self.free.pop() {
             Some(p) => p,
@@ -259,15 +308,16 @@ impl Spool {
                 self.dir.join(format!("slot-{}.jsonl", self.next - 1))
             }
         };
+        // Not truncated (see the module documentation): what follows is written over.
+        #[allow(clippy::suspicious_open_options)]
         let file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
-            .truncate(true)
             .open(&path);
         // The first line names the request, so a slot whose request never got to print
         // anything is still reported interrupted after a crash.
         let file = file.and_then(|mut f| {
-            f.write_all(format!("{{\"spooled\":{}}}\n", Value::String(id.into())).as_bytes())?;
+            f.write_all(&slot_header(Some(id)))?;
             Ok(f)
         });
         match file {
@@ -282,15 +332,15 @@ impl Spool {
         }
     }
 
-    /// The master has the result of `id`: its slot is emptied and freed.
+    /// The master has the result of `id`: its slot is marked free and reused.
     fn release(&mut self, id: &str) {
         if let Some(path) = self.held.remove(id) {
-            match std::fs::OpenOptions::new()
+            let freed = std::fs::OpenOptions::new()
                 .write(true)
-                .truncate(true)
                 .open(&path)
-            {
-                Ok(_) => self.free.push(path),
+                .and_then(|mut f| f.write_all(&slot_header(None)));
+            match freed {
+                Ok(()) => self.free.push(path),
                 Err(e) => tracing::warn!(path = %path.display(), "emptying a spool slot: {e}"),
             }
         }
@@ -306,6 +356,37 @@ impl Spool {
         out.sort();
         out
     }
+}
+
+/// The width of a slot's first line, so that freeing a slot rewrites it in place: a
+/// `{"spooled":ID}` with the longest valid id fits.
+const SLOT_HEADER_LEN: usize = 160;
+
+/// A slot's first line: the request holding it, or `None` for a free slot.
+fn slot_header(id: Option<&str>) -> Vec<u8> {
+    let mut line = json!({ "spooled": id }).to_string().into_bytes();
+    line.resize(line.len().max(SLOT_HEADER_LEN - 1), b' ');
+    line.push(b'\n');
+    line
+}
+
+/// The request holding a slot and its frames (in the order written), or `None` for a free
+/// slot. Lines left from an earlier request, or torn by a crash, are not its frames.
+fn slot_frames(path: &Path) -> Option<(String, Vec<String>)> {
+    let mut lines = read_lines(path).into_iter();
+    let first = lines.next()?;
+    let id = frame_id(&first)?;
+    let mine = |l: &String| {
+        serde_json::from_str::<Frame>(l).is_ok_and(|f| match f {
+            Frame::Event { id: i, .. } | Frame::Result { id: i, .. } => i == id,
+            _ => false,
+        })
+    };
+    let frames = std::iter::once(first)
+        .chain(lines)
+        .filter(|l| mine(l))
+        .collect();
+    Some((id, frames))
 }
 
 /// The request id a spool slot's first line names.
@@ -342,6 +423,8 @@ impl Agent {
             started: super::pki::now_secs(),
             name: Mutex::new(None),
             engine: Mutex::new(None),
+            asks: Mutex::new(HashMap::new()),
+            next_ask: AtomicU64::new(1),
         });
         agent.close_interrupted();
         Ok(agent)
@@ -350,15 +433,14 @@ impl Agent {
     /// Spool files without a result: the agent stopped while they ran. They get a result that
     /// says so (they are not run again).
     fn close_interrupted(&self) {
-        for (id, path) in self.spooled() {
-            let lines = read_lines(&path);
-            if lines
-                .iter()
-                .any(|l| l.contains("\"result\"") && is_result(l))
-            {
+        for (_, path) in self.spooled() {
+            let Some((id, frames)) = slot_frames(&path) else {
+                continue;
+            };
+            if frames.iter().any(|l| is_result(l)) {
                 continue;
             }
-            let seq = lines.len() as u64 + 1;
+            let seq = frames.len() as u64 + 1;
             let f = Frame::Result {
                 id: id.clone(),
                 seq,
@@ -369,7 +451,9 @@ impl Agent {
                 }),
             };
             if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&path) {
-                let mut line = f.payload();
+                // On a line of its own even after a torn last line.
+                let mut line = vec![b'\n'];
+                line.extend(f.payload());
                 line.push(b'\n');
                 let _ = file.write_all(&line);
             }
@@ -501,6 +585,12 @@ impl Agent {
                     Frame::Ping { n } => {
                         let _ = tx.send(Frame::Pong { n }.encode());
                     }
+                    Frame::Answer { id, reply } => match lock(&self.asks).remove(&id) {
+                        Some(waiting) => {
+                            let _ = waiting.send(reply);
+                        }
+                        None => tracing::warn!(%id, "an answer to no question of ours"),
+                    },
                     other => tracing::warn!("unexpected frame {other:?}"),
                 },
             }
@@ -513,6 +603,8 @@ impl Agent {
         }
         drop(tx);
         writer.abort();
+        // Their answers would come on this connection: the askers learn it is gone.
+        lock(&self.asks).clear();
         tracing::warn!(master = %self.opts.master, "disconnected: {end}");
         Ok(())
     }
@@ -589,8 +681,28 @@ impl Agent {
         });
     }
 
+    /// Asks the master `ask` on the current connection and waits for its answer.
+    async fn ask(&self, ask: Ask) -> Result<Value, String> {
+        let lost = "the connection to the master dropped before it answered; run the job again once `ingot manage --list-nodes` shows this minion connected";
+        let wire = lock(&self.current).clone().ok_or(
+            "not connected to the master, which is needed to reach the other minions; the agent reconnects by itself: run the job again once `ingot manage --list-nodes` shows this minion connected",
+        )?;
+        let id = self.next_ask.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.asks).insert(id, tx);
+        if wire.send(Frame::Ask { id, ask }.encode()).is_err() {
+            lock(&self.asks).remove(&id);
+            return Err(lost.into());
+        }
+        match rx.await {
+            Ok(Reply::Ok(v)) => Ok(v),
+            Ok(Reply::Err(e)) => Err(crate::link::LinkError::from(e).to_string()),
+            Err(_) => Err(lost.into()),
+        }
+    }
+
     /// The job engine (created on first use, under the welcomed name).
-    fn engine(&self) -> Result<Engine, String> {
+    fn engine(self: &Arc<Self>) -> Result<Engine, String> {
         let mut slot = lock(&self.engine);
         if let Some(e) = slot.as_ref() {
             return Ok(e.clone());
@@ -601,13 +713,17 @@ impl Agent {
         let cache = Cache::for_minion(&self.opts.minion).map_err(|e| e.to_string())?;
         let transfer = cache.dir().join("transfer");
         let engine = Engine::new(Arc::new(Minion::new(&self.opts.minion)), name, cache)
-            .with_files(Arc::new(ReceivedFiles(transfer)));
+            .with_files(Arc::new(ReceivedFiles(transfer)))
+            .with_job_wait(Arc::new(MasterJobWait(Arc::downgrade(self))));
         *slot = Some(engine.clone());
         Ok(engine)
     }
 
     /// Queues the job (its ADD/COPY content arrived before, with [`Op::Transfer`]).
-    fn submit_job(&self, job: &Job) -> Result<tokio::sync::oneshot::Receiver<JobResult>, String> {
+    fn submit_job(
+        self: &Arc<Self>,
+        job: &Job,
+    ) -> Result<tokio::sync::oneshot::Receiver<JobResult>, String> {
         Ok(self.engine()?.submit(job.clone()))
     }
 
@@ -680,6 +796,24 @@ impl Agent {
                 Ok(v) => Reply::Ok(v),
                 Err(message) => Reply::Err(WireError::Unreachable { message }),
             },
+            Op::JobState {
+                sha3_224,
+                limit_secs,
+            } => match Cache::for_minion(&self.opts.minion) {
+                Ok(cache) => {
+                    let limit = Duration::from_secs(*limit_secs);
+                    let state =
+                        match minion::directord::engine::job_end(&cache, sha3_224, limit).await {
+                            Some(JobState::Success) => json!("success"),
+                            Some(JobState::Failed) => json!("failed"),
+                            Some(JobState::Processing) | None => Value::Null,
+                        };
+                    Reply::Ok(json!({ "state": state }))
+                }
+                Err(e) => Reply::Err(WireError::Unreachable {
+                    message: e.to_string(),
+                }),
+            },
             Op::DumpCache => match Cache::for_minion(&self.opts.minion).and_then(|c| c.dump()) {
                 Ok(v) => Reply::Ok(v),
                 Err(e) => Reply::Err(WireError::Unreachable {
@@ -717,15 +851,61 @@ fn read_lines(path: &Path) -> Vec<String> {
 }
 
 fn send_lines(path: &Path, tx: &Wire) {
-    for line in read_lines(path) {
-        // A torn last line (crash mid-write) is skipped: it is not valid JSON.
-        if serde_json::from_str::<Frame>(&line).is_ok() {
-            let _ = tx.send(channel3::netstring::encode(line.as_bytes()));
-        }
+    for line in slot_frames(path).map(|(_, f)| f).unwrap_or_default() {
+        let _ = tx.send(channel3::netstring::encode(line.as_bytes()));
     }
 }
 
 /// A dispatch failure as it travels back to the master.
 fn wire_error(e: DispatchError) -> WireError {
     crate::link::LinkError::from(e).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, seq: u64, line: &str) -> Vec<u8> {
+        let mut b = Frame::Event {
+            id: id.into(),
+            seq,
+            ts: 1,
+            name: Some("run".into()),
+            key: "stdout".into(),
+            data: serde_json::value::to_raw_value(&json!({ "line": line })).unwrap(),
+        }
+        .payload();
+        b.push(b'\n');
+        b
+    }
+
+    #[test]
+    fn a_reused_slot_holds_only_its_own_requests_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path().join("spool")).unwrap();
+        let (path, mut f) = spool.take("first").unwrap();
+        for seq in 1..=3 {
+            f.write_all(&event("first", seq, &"long output ".repeat(20)))
+                .unwrap();
+        }
+        drop(f);
+        spool.release("first");
+        assert!(slot_frames(&path).is_none(), "a released slot is free");
+        assert!(Spool::open(dir.path().join("spool"))
+            .unwrap()
+            .held
+            .is_empty());
+
+        // Reused: written over from the start, shorter than what was there.
+        let (again, mut f) = spool.take("second").unwrap();
+        assert_eq!(again, path, "the free slot is reused");
+        f.write_all(&event("second", 1, "short")).unwrap();
+        drop(f);
+        let (id, frames) = slot_frames(&path).unwrap();
+        assert_eq!(id, "second");
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(frames[0].contains("short"));
+        let reopened = Spool::open(dir.path().join("spool")).unwrap();
+        assert_eq!(reopened.held.get("second"), Some(&path));
+    }
 }

@@ -313,7 +313,8 @@ pub struct SwarmArgs {
     /// How many minions.
     #[arg(long, default_value_t = 100)]
     pub count: usize,
-    /// Where their trees go (DIR/PREFIXNNNN); created with a `me` fact and the file resource.
+    /// Where their trees go (DIR/PREFIXNNNN); created with a static `me` fact (facts/me.json)
+    /// and the file resource.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     /// Name prefix.
@@ -650,7 +651,6 @@ pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, St
 }
 
 fn swarm(rt: &tokio::runtime::Runtime, a: &SwarmArgs) -> Result<i32, String> {
-    use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let names: Vec<String> = (0..a.count)
         .map(|i| format!("{}{i:04}", a.prefix))
@@ -665,9 +665,10 @@ fn swarm(rt: &tokio::runtime::Runtime, a: &SwarmArgs) -> Result<i32, String> {
         if !file.exists() {
             std::os::unix::fs::symlink(&exe, &file).map_err(|e| e.to_string())?;
         }
-        let me = tree.join("facts/me");
-        std::fs::write(&me, format!("#!/bin/sh\necho '\"{n}\"'\n")).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&me, std::fs::Permissions::from_mode(0o755))
+        // A static fact: a thousand identities on one machine should not cost a thousand
+        // fact processes per run, which separate machines would pay in parallel.
+        let _ = std::fs::remove_file(tree.join("facts/me"));
+        std::fs::write(tree.join("facts/me.json"), format!("\"{n}\"\n"))
             .map_err(|e| e.to_string())?;
         if !tree.join("certs/minion.crt").exists() {
             missing.push(n.clone());

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::journal::RunJournal;
 use super::server::{Hub, NodeInfo};
 use super::wire::{read_payload, MAX_FRAME};
-use crate::actors::MasterDir;
+use crate::actors::{Actors, MasterDir};
 use crate::apply::{exit_code, result_document, Forget};
 use crate::documents::Step;
 use crate::record::HistoryObserver;
@@ -297,7 +297,8 @@ pub async fn run(
         fail_fast: req.fail_fast,
         actor_timeout: Duration::from_secs(req.actor_timeout),
     };
-    let master_dir = MasterDir::new(&master);
+    // One prescribe run may serve many minions (a batch actor).
+    let actors = Actors::for_fleet(MasterDir::new(&master));
     let handle = match (&history, req.no_history) {
         (Some(h), false) => h
             .start_run(RunMeta {
@@ -337,10 +338,10 @@ pub async fn run(
         n => n,
     };
     let permits = tokio::sync::Semaphore::new(limit);
-    let (permits, master_dir, opts, observer) = (&permits, &master_dir, &opts, &observer);
+    let (permits, actors, opts, observer) = (&permits, &actors, &opts, &observer);
     let reports: Vec<MinionReport> = futures::future::join_all(links.iter().map(|l| async move {
         let _permit = permits.acquire().await;
-        converge(master_dir, l, opts, observer).await
+        converge(actors, l, opts, observer).await
     }))
     .await;
     if let Some(h) = &handle {

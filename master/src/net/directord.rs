@@ -16,10 +16,22 @@
 //! run concurrently. After a QUERY the master sends every connected minion an ARG job
 //! `{"query": {MINION: {ARGNAME: VALUE}}}` with `extend_args` (minions without the arg
 //! contribute no key), so `{{ query }}` templates see every minion's value.
+//!
+//! REBOOT (Directord's inactive nodes): once a REBOOT goes out to a minion it is inactive
+//! until it connects again on a new connection; a later job for it (of any request) is held
+//! until then, for at most that job's own `--timeout`, after which it fails there with "NAME
+//! did not come back within Ns after REBOOT" and is not sent. A REBOOT that the minion answers
+//! as failed (still on the same connection) makes it active again at once.
+//!
+//! JOB_WAIT (Directord's coordination notices): a minion's engine asks the master ([`answer`],
+//! frame `ask`), which asks each listed identity's agent for its cache state of the job
+//! ([`Op::JobState`], polled there until it ended or the JOB_WAIT's `--timeout` passed) and
+//! answers which acked and which failed, and why.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
 use minion::directord::cache::Cache;
@@ -35,6 +47,7 @@ use tokio::sync::mpsc;
 use super::control::{request, ControlReply, ControlRequest};
 use super::server::Hub;
 use super::transfer::Shipper;
+use super::wire::{Ask, Op, Reply, WireError};
 
 /// What `exec`/`orchestrate` ask the master.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,9 +82,10 @@ fn failed_result(job: &Job, minion: &str, why: String) -> JobResult {
     }
 }
 
-/// The connected minions a job goes to.
+/// The minions a job goes to: connected ones, and those away after a REBOOT (the job is held
+/// for them, see [`hold_for_reboots`]).
 fn targets_of(hub: &Hub, job: &Job) -> Result<Vec<String>, String> {
-    let connected = hub.connected_names();
+    let connected = hub.target_names();
     if job.targets.is_empty() {
         if connected.is_empty() {
             return Err("no minion is connected (start `ingot minion serve` on them)".into());
@@ -117,21 +131,33 @@ fn send_to(
                 futures::future::ready(vec![r]).boxed()
             }
             Some(s) => {
+                let mut reboot = None;
                 let sent = match unprepared.get(n) {
-                    None => hub.link(s).job(job),
+                    None => {
+                        // Inactive from the moment it goes out (Directord marks the node when
+                        // it sends the REBOOT), so a pipelined next job is held too.
+                        if job.verb.eq_ignore_ascii_case("REBOOT") {
+                            reboot = s.mark_rebooting();
+                        }
+                        hub.link(s.clone()).job(job)
+                    }
                     Some(why) => {
                         let mut marked = job.clone();
                         marked
                             .fields
                             .insert(job::NOT_STARTED.into(), Value::String(why.clone()));
-                        hub.link(s).job(&marked)
+                        hub.link(s.clone()).job(&marked)
                     }
                 };
                 let (job, n) = (job.clone(), n.clone());
                 async move {
-                    vec![sent
+                    let r = sent
                         .await
-                        .unwrap_or_else(|e| failed_result(&job, &n, e.to_string()))]
+                        .unwrap_or_else(|e| failed_result(&job, &n, e.to_string()));
+                    if let (Some(generation), false) = (reboot, r.ok()) {
+                        s.reboot_not_started(generation);
+                    }
+                    vec![r]
                 }
                 .boxed()
             }
@@ -229,11 +255,108 @@ async fn start(ship: &Shipper, mut job: Job) -> Sent {
                 names.truncate(1);
             }
             job.targets = names.clone();
+            let gone = hold_for_reboots(hub, &job, &names).await;
+            names.retain(|n| !gone.contains_key(n));
             let unprepared = ship.prepare(&job, &names).await;
             let results = send_to(hub, &job, &names, &unprepared);
-            results.map(move |r| (job, r)).boxed()
+            let gone: Vec<JobResult> = gone
+                .into_iter()
+                .map(|(n, why)| failed_result(&job, &n, why))
+                .collect();
+            results
+                .map(move |mut r| {
+                    r.extend(gone);
+                    (job, r)
+                })
+                .boxed()
         }
     }
+}
+
+/// Waits for every target of `job` that is inactive after a REBOOT to connect again, each for
+/// up to the job's own `--timeout`, rather than sending the job into a connection about to die.
+/// Returns the targets that did not come back, with why (the job is not sent to them).
+async fn hold_for_reboots(hub: &Arc<Hub>, job: &Job, names: &[String]) -> BTreeMap<String, String> {
+    let limit = Duration::from_secs(job.timeout());
+    let waits = names.iter().filter(|n| hub.rebooting(n)).map(|n| async move {
+        tracing::info!(minion = %n, job = %job.job_id, verb = %job.verb, "job held until the minion is back from REBOOT");
+        (n.clone(), hub.wait_back(n, limit).await)
+    });
+    futures::future::join_all(waits)
+        .await
+        .into_iter()
+        .filter_map(|(n, r)| r.err().map(|why| (n, why)))
+        .collect()
+}
+
+/// Answers a minion's `ask` (see [`Ask`]).
+pub async fn answer(hub: &Arc<Hub>, asker: &str, ask: Ask) -> Reply {
+    match ask {
+        Ask::JobWait {
+            sha3_224,
+            identities,
+            limit_secs,
+        } => {
+            tracing::info!(minion = %asker, job = %sha3_224, ?identities, "JOB_WAIT");
+            job_wait(hub, &sha3_224, identities, limit_secs).await
+        }
+    }
+}
+
+/// JOB_WAIT: asks each identity's agent whether job `sha` ended there (waiting up to
+/// `limit_secs`); `{"acked": [NAME...], "failed": {NAME: WHY}}`.
+async fn job_wait(
+    hub: &Arc<Hub>,
+    sha: &str,
+    mut identities: Vec<String>,
+    limit_secs: u64,
+) -> Reply {
+    if !super::transfer::valid_sha(sha) {
+        return Reply::Err(WireError::Unreachable {
+            message: format!(
+                "{sha:?} is not a job fingerprint (56 lower-case hex digits: see JOB_SHA3_224 in `ingot manage --job-info ID`)"
+            ),
+        });
+    }
+    identities.sort();
+    identities.dedup();
+    let asks = identities.iter().map(|id| async move {
+        let Some(s) = hub.connected_session(id) else {
+            let state = hub.nodes().into_iter().find(|n| n.name == *id).map(|n| n.state);
+            return Err(match state {
+                None => format!("{id} is not a minion of this master (no certificate was issued to that name; see `ingot manage --list-nodes`)"),
+                Some(state) => format!("{id} is not connected to the master ({state}; see `ingot manage --list-nodes`)"),
+            });
+        };
+        let op = Op::JobState {
+            sha3_224: sha.to_owned(),
+            limit_secs,
+        };
+        // The agent keeps to the limit; this bounds one that never answers.
+        let bound = Duration::from_secs(limit_secs.saturating_add(30));
+        match tokio::time::timeout(bound, hub.link(s).call_op(op)).await {
+            Err(_) => Err(format!("{id} did not answer within {}s", bound.as_secs())),
+            Ok(Err(e)) => Err(format!("asking {id}: {e}")),
+            Ok(Ok(v)) => match v["state"].as_str() {
+                Some("success") => Ok(()),
+                Some("failed") => Err(format!("job {sha} failed on {id}")),
+                _ => Err(format!(
+                    "job {sha} did not end on {id} within {limit_secs}s (JOB_WAIT's --timeout)"
+                )),
+            },
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let (mut acked, mut failed) = (Vec::new(), Map::new());
+    for (id, a) in identities.into_iter().zip(answers) {
+        match a {
+            Ok(()) => acked.push(id),
+            Err(why) => {
+                failed.insert(id, Value::String(why));
+            }
+        }
+    }
+    Reply::Ok(json!({"acked": acked, "failed": failed}))
 }
 
 /// After a QUERY: sends every connected minion the ARG merging the answers, before any later

@@ -46,8 +46,9 @@ pub struct ManageArgs {
     /// (default: $INGOT_HISTORY, else MASTER/logs/history.db, as `ingot master serve`).
     #[arg(long, value_name = "PATH|URL")]
     pub history: Option<String>,
-    /// List minions: name, state, certificate expiry, version, uptime, machine id, address
-    /// (asks the running master).
+    /// List minions: name, state (connected, rebooting: inactive after a REBOOT until it
+    /// connects again, expired, never-seen, revoked), certificate expiry, version, uptime,
+    /// machine id, address (asks the running master).
     #[arg(long)]
     pub list_nodes: bool,
     /// List the Directord jobs run through the master: ID, PARENT_JOB_NAME, VERB,
@@ -385,7 +386,7 @@ pub async fn serve(hub: Arc<Hub>, req: ManageRequest) -> ControlReply {
             let kept: Vec<String> = hub
                 .nodes()
                 .into_iter()
-                .filter(|n| n.state == "connected" || n.state == "expired")
+                .filter(|n| matches!(n.state.as_str(), "connected" | "rebooting" | "expired"))
                 .map(|n| n.name)
                 .collect();
             ControlReply::Done {

@@ -78,7 +78,11 @@ pub struct Session {
     conn: Mutex<Option<Conn>>,
     info: Mutex<Info>,
     pending: Mutex<HashMap<String, Pending>>,
-    /// Bumped on every connect and disconnect.
+    /// Set to the connection (generation) a REBOOT went out on: the minion is inactive until
+    /// it connects again (a later generation), so Directord jobs for it are held meanwhile
+    /// (see [`super::directord`]).
+    rebooting: Mutex<Option<u64>>,
+    /// Bumped on every connect and disconnect, and when `rebooting` changes.
     changes: watch::Sender<u64>,
 }
 
@@ -89,7 +93,51 @@ impl Session {
             conn: Mutex::new(None),
             info: Mutex::new(Info::default()),
             pending: Mutex::new(HashMap::new()),
+            rebooting: Mutex::new(None),
             changes: watch::channel(0).0,
+        }
+    }
+
+    /// A REBOOT is about to go out on the current connection: the minion counts as inactive
+    /// until it connects again. Returns that connection's generation (`None`: not connected,
+    /// nothing marked).
+    pub fn mark_rebooting(&self) -> Option<u64> {
+        let generation = lock(&self.conn).as_ref().map(|c| c.generation)?;
+        *lock(&self.rebooting) = Some(generation);
+        tracing::info!(minion = %self.name, "REBOOT sent: inactive until it connects again");
+        self.bump();
+        Some(generation)
+    }
+
+    /// The REBOOT sent on connection `generation` failed while that connection still stands:
+    /// the minion answered that it is not rebooting, so it is active again.
+    pub fn reboot_not_started(&self, generation: u64) {
+        let same = lock(&self.conn).as_ref().map(|c| c.generation) == Some(generation);
+        let cleared = same && {
+            let mut r = lock(&self.rebooting);
+            let ours = *r == Some(generation);
+            if ours {
+                *r = None;
+            }
+            ours
+        };
+        if cleared {
+            tracing::info!(minion = %self.name, "the REBOOT failed: active again");
+            self.bump();
+        }
+    }
+
+    /// Marked inactive by a REBOOT and not connected again since.
+    pub fn rebooting(&self) -> bool {
+        lock(&self.rebooting).is_some()
+    }
+
+    /// Connected again as `generation`: a REBOOT sent on an earlier connection is over.
+    fn back_from_reboot(&self, generation: u64) {
+        let mut r = lock(&self.rebooting);
+        if r.is_some_and(|g| g < generation) {
+            *r = None;
+            tracing::info!(minion = %self.name, "back after REBOOT: active again");
         }
     }
 
@@ -172,7 +220,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct NodeInfo {
     /// The minion's name.
     pub name: String,
-    /// `connected`, `expired` (stopped answering / disconnected) or `never-seen`.
+    /// `connected`, `rebooting` (a REBOOT went out and it has not connected again since:
+    /// Directord's inactive), `expired` (stopped answering / disconnected), `never-seen` or
+    /// `revoked`.
     pub state: String,
     /// Its certificate's expiry (Unix seconds).
     pub cert_expiry: Option<i64>,
@@ -284,6 +334,57 @@ impl Hub {
             .collect()
     }
 
+    /// Names of the minions a Directord job may target: the connected ones and those away
+    /// after a REBOOT (their jobs wait for them, see [`Hub::wait_back`]), in name order.
+    pub fn target_names(&self) -> Vec<String> {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.connected() || s.rebooting())
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Whether `name` is marked inactive by a REBOOT.
+    pub fn rebooting(&self, name: &str) -> bool {
+        lock(&self.sessions)
+            .get(name)
+            .is_some_and(|s| s.rebooting())
+    }
+
+    /// Waits until `name`, marked inactive by a REBOOT, has connected again on a new
+    /// connection; `Err` with why when it has not within `limit`, or was purged meanwhile.
+    pub async fn wait_back(&self, name: &str, limit: Duration) -> Result<(), String> {
+        let Some(session) = lock(&self.sessions).get(name).cloned() else {
+            return Ok(());
+        };
+        let mut changes = session.changes.subscribe();
+        // A limit too far to add to now (a huge --timeout) never runs out.
+        let deadline = Instant::now().checked_add(limit);
+        loop {
+            changes.borrow_and_update();
+            let current = lock(&self.sessions)
+                .get(name)
+                .is_some_and(|s| Arc::ptr_eq(s, &session));
+            if !current {
+                return Err(format!(
+                    "{name} was purged (`ingot manage --purge-nodes`) while this job waited for it to come back after REBOOT; the job was not sent to it"
+                ));
+            }
+            if !session.rebooting() {
+                return Ok(());
+            }
+            let wait = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if wait.is_zero() || tokio::time::timeout(wait, changes.changed()).await.is_err() {
+                return Err(format!(
+                    "{name} did not come back within {}s after REBOOT (the limit is this job's --timeout); the job was not sent to it: check the machine, then `ingot manage --list-nodes`",
+                    limit.as_secs()
+                ));
+            }
+        }
+    }
+
     /// Everything known about every minion (sessions, and issued certificates never seen).
     pub fn nodes(&self) -> Vec<NodeInfo> {
         let reg = self.registry.get();
@@ -294,14 +395,20 @@ impl Hub {
             // `conn` before `info`, as a connecting minion takes them: never both the other
             // way round (a deadlock with `ingot manage --list-nodes` while a minion connects).
             let connected = s.connected();
+            let rebooting = s.rebooting();
             let info = lock(&s.info);
             let alive = connected
                 && now - info.last_seen <= 3 * self.opts.heartbeat.as_secs().max(1) as i64;
+            let state = match (rebooting, alive) {
+                (true, _) => "rebooting",
+                (false, true) => "connected",
+                (false, false) => "expired",
+            };
             out.insert(
                 name.clone(),
                 NodeInfo {
                     name: name.clone(),
-                    state: if alive { "connected" } else { "expired" }.into(),
+                    state: state.into(),
                     cert_expiry: reg.minions.get(name).map(|i| i.not_after),
                     version: info.version.clone(),
                     uptime: Some(now - info.started),
@@ -448,6 +555,7 @@ impl Hub {
             return Err(refuse(&mut tls, reason).await);
         }
         session.fail_lost(generation, &held);
+        session.back_from_reboot(generation);
         session.bump();
         tracing::info!(%name, %addr, "minion connected");
         let _ = tx.send(Frame::Welcome {
@@ -570,7 +678,7 @@ impl Hub {
         }
     }
 
-    fn take(&self, session: &Session, f: Frame, tx: &mpsc::UnboundedSender<Frame>) {
+    fn take(self: &Arc<Self>, session: &Session, f: Frame, tx: &mpsc::UnboundedSender<Frame>) {
         match f {
             Frame::Event {
                 id,
@@ -637,6 +745,14 @@ impl Hub {
                 let _ = tx.send(Frame::Ack { id });
             }
             Frame::Pong { .. } => {}
+            Frame::Ask { id, ask } => {
+                // Answered on this connection; if it drops first, the minion fails the ask.
+                let (hub, tx, asker) = (self.clone(), tx.clone(), session.name.clone());
+                tokio::spawn(async move {
+                    let reply = super::directord::answer(&hub, &asker, ask).await;
+                    let _ = tx.send(Frame::Answer { id, reply });
+                });
+            }
             other => tracing::warn!(minion = %session.name, "unexpected frame {other:?}"),
         }
     }
@@ -939,7 +1055,10 @@ impl Hub {
             .map(|s| s.name.clone())
             .collect();
         for n in &idle {
-            sessions.remove(n);
+            if let Some(s) = sessions.remove(n) {
+                // A job held for it after a REBOOT stops waiting (see `wait_back`).
+                s.bump();
+            }
         }
         idle
     }

@@ -1,8 +1,9 @@
 //! The master ↔ minion protocol: netstrings of JSON over TLS, with a size cap.
 //!
 //! Minion → master: `hello`, then `event`s and `result`s of requests (numbered per request so
-//! a replay after a reconnect is de-duplicated), `pong`. Master → minion: `welcome` or
-//! `refused`, `request`, `ack` (the result is stored; the minion may forget it), `ping`.
+//! a replay after a reconnect is de-duplicated), `pong`, and `ask` (a question only the master
+//! can answer: JOB_WAIT on other minions). Master → minion: `welcome` or `refused`, `request`,
+//! `ack` (the result is stored; the minion may forget it), `ping`, `answer` (to an `ask`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -13,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// The protocol version in `hello`.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// What a request asks the minion to do (the minion's dispatch, exactly).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +45,15 @@ pub enum Op {
     },
     /// The minion's Directord cache (`ingot manage --dump-cache`).
     DumpCache,
+    /// Waits up to `limit_secs` for the job with fingerprint `sha3_224` to be recorded as
+    /// succeeded or failed in the minion's Directord cache (another minion's JOB_WAIT, see
+    /// [`Ask::JobWait`]). Answers `{"state": "success" | "failed" | null}` (null: not in time).
+    JobState {
+        /// The job's SHA3-224.
+        sha3_224: String,
+        /// Seconds to wait.
+        limit_secs: u64,
+    },
     /// One step of sending content to the minion's `CACHE/transfer/<sha3-224>` (ADD/COPY
     /// sources, user components); see [`super::transfer`].
     Transfer(TransferOp),
@@ -55,6 +65,22 @@ pub enum Op {
         kind: String,
         /// SHA3-224 of the executable's content.
         sha3_224: String,
+    },
+}
+
+/// What a minion asks the master (frame `ask`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ask {
+    /// JOB_WAIT: has the job `sha3_224` ended on each of `identities`? The master asks each
+    /// one's agent ([`Op::JobState`]) and answers `{"acked": [NAME...], "failed": {NAME: WHY}}`.
+    JobWait {
+        /// The job's SHA3-224.
+        sha3_224: String,
+        /// The minions to ask.
+        identities: Vec<String>,
+        /// Seconds each may take to show the job ended.
+        limit_secs: u64,
     },
 }
 
@@ -100,6 +126,7 @@ impl Op {
             Op::Resource { kind, action, .. } => format!("resources/{kind} {action}"),
             Op::Job { job, .. } => format!("job {} {}", job.verb, job.job_id),
             Op::DumpCache => "cache dump".into(),
+            Op::JobState { sha3_224, .. } => format!("job state {sha3_224}"),
             Op::Transfer(TransferOp::Begin { sha3_224, .. }) => format!("transfer {sha3_224}"),
             Op::Transfer(TransferOp::Chunk {
                 sha3_224, offset, ..
@@ -248,6 +275,21 @@ pub enum Frame {
         id: String,
         /// Position (one past the last event).
         seq: u64,
+        /// The outcome.
+        reply: Reply,
+    },
+    /// Minion → master: a question (not a request: nothing is spooled; a connection lost
+    /// before the answer fails it on the minion).
+    Ask {
+        /// Unique per agent connection; the answer carries it.
+        id: u64,
+        /// What.
+        ask: Ask,
+    },
+    /// Master → minion: the answer to `ask` `id`.
+    Answer {
+        /// The ask.
+        id: u64,
         /// The outcome.
         reply: Reply,
     },

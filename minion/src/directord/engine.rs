@@ -4,6 +4,7 @@
 //! ```text
 //! Engine::new(minion, name, cache)      one per minion (in-process, or in the minion agent)
 //!   .with_query(coordinator)            QUERY: how results of every minion are gathered
+//!   .with_job_wait(coordinator)         JOB_WAIT: how other minions' job states are learnt
 //!   .with_files(source)                 ADD/COPY: where a source file's content comes from
 //!   .with_sink(sink)                    channel3 events of every process
 //! engine.resolve(verb)                  (kind, option list) from the resource's describe
@@ -19,8 +20,9 @@
 //! started is reported failed ("Omitted due to sentinel from ID").
 //!
 //! A network minion agent receives [`Job`]s (serde) from the master and calls `submit`; the
-//! master's QUERY fan-in plugs in as a [`QueryCoordinator`], file transfer as a
-//! [`FileSource`].
+//! master's QUERY fan-in plugs in as a [`QueryCoordinator`], its JOB_WAIT relay (asking each
+//! listed minion's agent for its cache state of the job) as a [`JobWaitCoordinator`], file
+//! transfer as a [`FileSource`].
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -74,6 +76,87 @@ impl QueryCoordinator for LocalQuery {
                 m.insert(minion.into(), json!({ name: value }));
             }
             Ok(m)
+        })
+    }
+}
+
+/// What a JOB_WAIT asks: has the job with fingerprint `sha` ended on each of `identities`?
+#[derive(Debug, Clone)]
+pub struct JobWait {
+    /// The job's SHA3-224.
+    pub sha: String,
+    /// The minions whose caches must show it ended.
+    pub identities: Vec<String>,
+    /// How long each may take (the JOB_WAIT job's `--timeout`; Directord's 2400 × 0.25 s is
+    /// the default 600).
+    pub limit: Duration,
+}
+
+/// Answers a JOB_WAIT (Directord's coordination notice / ack): `Ok` with what to print when the
+/// job succeeded on every listed identity, else why not, naming the identities.
+pub trait JobWaitCoordinator: Send + Sync {
+    /// Waits for `wait` on behalf of `engine`'s minion.
+    fn wait<'a>(
+        &'a self,
+        engine: &'a Engine,
+        wait: &'a JobWait,
+    ) -> BoxFuture<'a, Result<String, String>>;
+}
+
+/// How often a minion looks at its cache for the end of a job (Directord: 0.25 s).
+const JOB_POLL: Duration = Duration::from_millis(250);
+
+/// Polls `cache` until the job `sha` is recorded as succeeded or failed, for up to `limit`;
+/// `None` when it did not end in time.
+pub async fn job_end(cache: &Cache, sha: &str, limit: Duration) -> Option<JobState> {
+    // A limit too far to add to now (a huge --timeout) never runs out.
+    let deadline = Instant::now().checked_add(limit);
+    loop {
+        match cache.state(Bucket::Jobs, sha) {
+            Some(s @ (JobState::Success | JobState::Failed)) => return Some(s),
+            Some(JobState::Processing) | None => {}
+        }
+        let left = deadline.map_or(JOB_POLL, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return None;
+        }
+        tokio::time::sleep(left.min(JOB_POLL)).await;
+    }
+}
+
+/// One minion alone (`ingot exec`/`orchestrate` without a master): only its own cache can be
+/// checked, so any other identity is an error that says to go through a master.
+pub struct LocalJobWait;
+
+impl JobWaitCoordinator for LocalJobWait {
+    fn wait<'a>(
+        &'a self,
+        engine: &'a Engine,
+        wait: &'a JobWait,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let me = engine.name();
+            let others: Vec<&str> = wait
+                .identities
+                .iter()
+                .map(String::as_str)
+                .filter(|i| *i != me)
+                .collect();
+            if !others.is_empty() {
+                return Err(format!(
+                    "without a master only this minion ({me}) can be checked, but --identity also names {}: run the job through a master (`ingot exec --master DIR`, `ingot orchestrate --master DIR`)",
+                    others.join(", ")
+                ));
+            }
+            let sha = &wait.sha;
+            match job_end(engine.cache(), sha, wait.limit).await {
+                Some(JobState::Success) => Ok(format!("job {sha} completed on {me}")),
+                Some(JobState::Failed) => Err(format!("job {sha} failed on {me}")),
+                Some(JobState::Processing) | None => Err(format!(
+                    "job {sha} did not end on {me} within {}s (JOB_WAIT's --timeout)",
+                    wait.limit.as_secs()
+                )),
+            }
         })
     }
 }
@@ -151,6 +234,7 @@ struct Inner {
     name: String,
     cache: Cache,
     query: Arc<dyn QueryCoordinator>,
+    job_wait: Arc<dyn JobWaitCoordinator>,
     files: Arc<dyn FileSource>,
     sink: Arc<dyn EventSink>,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>,
@@ -186,6 +270,7 @@ impl Engine {
                 name: name.into(),
                 cache,
                 query: Arc::new(LocalQuery),
+                job_wait: Arc::new(LocalJobWait),
                 files: Arc::new(LocalFiles),
                 sink: Arc::new(NullSink),
                 queues: Mutex::new(HashMap::new()),
@@ -209,6 +294,11 @@ impl Engine {
     /// Uses this QUERY coordinator (default: [`LocalQuery`]).
     pub fn with_query(self, q: Arc<dyn QueryCoordinator>) -> Self {
         self.rebuild(|i| i.query = q)
+    }
+
+    /// Uses this JOB_WAIT coordinator (default: [`LocalJobWait`]).
+    pub fn with_job_wait(self, w: Arc<dyn JobWaitCoordinator>) -> Self {
+        self.rebuild(|i| i.job_wait = w)
     }
 
     /// Uses this file source (default: [`LocalFiles`]).
@@ -404,7 +494,7 @@ impl Engine {
         };
         let mut out = out;
         if out.outcome {
-            if let Err(e) = self.apply(job, &out).await {
+            if let Err(e) = self.apply(job, &mut out).await {
                 out.outcome = false;
                 out.stderr.push_str(&e);
             }
@@ -493,7 +583,7 @@ impl Engine {
         }
     }
 
-    async fn apply(&self, job: &Job, out: &JobOutput) -> Result<(), String> {
+    async fn apply(&self, job: &Job, out: &mut JobOutput) -> Result<(), String> {
         let inner = &self.inner;
         let c = &inner.cache;
         let err = |e: super::cache::CacheError| format!("\n{e}");
@@ -520,7 +610,36 @@ impl Engine {
             m.insert("query".into(), Value::Object(gathered));
             c.merge_into(Bucket::Args, m, true).map_err(err)?;
         }
+        if let Some(w) = out.job_wait.take() {
+            out.stdout = self.wait_for_job(job, &w).await?;
+        }
         Ok(())
+    }
+
+    /// A JOB_WAIT's wait, through the coordinator; the limit is the job's `--timeout`.
+    async fn wait_for_job(&self, job: &Job, w: &Value) -> Result<String, String> {
+        let wait = JobWait {
+            sha: w["sha"].as_str().unwrap_or_default().to_owned(),
+            identities: w["identities"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            limit: Duration::from_secs(job.timeout()),
+        };
+        // The coordinator keeps to the limit; this bounds a master that never answers.
+        let outer = wait.limit.saturating_add(Duration::from_secs(30));
+        match tokio::time::timeout(outer, self.inner.job_wait.wait(self, &wait)).await {
+            Ok(r) => r.map_err(|e| format!("\nJOB_WAIT: {e}")),
+            Err(_) => Err(format!(
+                "\nJOB_WAIT {}: no answer within {}s",
+                wait.sha,
+                outer.as_secs()
+            )),
+        }
     }
 }
 

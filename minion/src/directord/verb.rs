@@ -716,7 +716,9 @@ pub fn parse(
                     j += 1;
                     convert(p, &rest[j - 1].text).map_err(bad)?
                 } else {
-                    Value::Null
+                    // As argparse: an absent optional positional takes its default (REBOOT's
+                    // 10 seconds lands in the job, its fingerprint and INFO).
+                    p.default.clone().unwrap_or(Value::Null)
                 }
             }
             (_, Some(sym @ ("*" | "+"))) => {

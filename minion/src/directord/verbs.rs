@@ -5,8 +5,8 @@
 //! engine (`super::engine`) calls `resources/KIND job` with
 //! `{"job": FIELDS, "args": ARGS, "envs": ENVS, "cache_dir": DIR, "minion": NAME, "source": PATH}`
 //! and gets a [`JobOutput`] back; the engine owns the cache, so a verb only reports what it
-//! wants stored (`set_args`, `set_envs`, `evict`, `query`). A user component in
-//! `resources/` that follows the same contract is a verb too.
+//! wants stored or waited for (`set_args`, `set_envs`, `evict`, `query`, `job_wait`). A user
+//! component in `resources/` that follows the same contract is a verb too.
 //!
 //! The verb `SERVICE` is the executable `service_verb`: the kind `service` is the mold-style
 //! resource (states `running`/`stopped`), which has no verb `args`; the engine maps a verb to
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::cache::{write_atomic, Bucket, Cache, JobState};
+use super::cache::{write_atomic, Bucket, Cache};
 use super::job::file_sha3;
 use super::template;
 use super::verb::{OptSpec, OptType, VerbSpec};
@@ -57,6 +57,10 @@ pub struct JobOutput {
     /// A QUERY: `{"name": ARGNAME, "value": VALUE}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<Value>,
+    /// A JOB_WAIT: `{"sha": SHA3-224, "identities": [NAME, ...]}`. The engine waits (through
+    /// the master on a network minion), because a verb process sees only its own cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_wait: Option<Value>,
 }
 
 impl JobOutput {
@@ -222,6 +226,7 @@ const IN_PROCESS: &[&str] = &[
     "workdir",
     "add",
     "copy",
+    "job_wait",
 ];
 
 impl Ctx {
@@ -1182,27 +1187,23 @@ fn job_wait_spec() -> VerbSpec {
 }
 
 fn job_wait_exec(c: &Ctx) -> JobOutput {
-    let sha = c.s("sha").unwrap_or_default().to_owned();
-    let Some(dir) = &c.cache_dir else {
-        return JobOutput::fail("JOB_WAIT needs the minion cache (cache_dir)");
-    };
-    let cache = match Cache::open(dir) {
-        Ok(c) => c,
-        Err(e) => return JobOutput::fail(e.to_string()),
-    };
-    // 2400 × 0.25 s, as Directord's coordination.
-    for _ in 0..2400 {
-        match cache.state(Bucket::Jobs, &sha) {
-            Some(JobState::Success) => {
-                return JobOutput::ok(format!("job {sha} completed")).info(sha)
-            }
-            Some(JobState::Failed) => {
-                return JobOutput::fail(format!("job {sha} failed")).info(sha)
-            }
-            _ => std::thread::sleep(Duration::from_millis(250)),
-        }
+    let sha = c.s("sha").unwrap_or_default().trim().to_ascii_lowercase();
+    let identities = c.list("identity");
+    if sha.is_empty() {
+        return JobOutput::fail("JOB_WAIT needs the job's SHA3-224 (see `ingot orchestrate --finger-print` or `ingot manage --job-info`)");
     }
-    JobOutput::fail(format!("job {sha} did not finish within 600 seconds")).info(sha)
+    if identities.is_empty() {
+        return JobOutput::fail(
+            "JOB_WAIT needs --identity NAME [NAME ...]: the minions whose cache to check",
+        )
+        .info(sha);
+    }
+    // The waiting is the engine's: the job's state lives in the listed minions' caches, which
+    // only the master can reach (see `engine::JobWaitCoordinator`).
+    JobOutput {
+        job_wait: Some(json!({"sha": sha, "identities": identities})),
+        ..JobOutput::ok("").info(sha)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1658,3 +1659,64 @@ verb!(
     secontext_exec
 );
 verb!(ECHO, "echo", "ECHO", echo_spec, echo_exec);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directord::verb::{parse, Parsed};
+
+    #[test]
+    fn reboot_defaults_to_ten_seconds_and_runs_directords_command() {
+        let fields = match parse(&reboot_spec(), "REBOOT", "", &Map::new()).unwrap() {
+            Parsed::Fields(f) => f,
+            Parsed::Help(h) => panic!("help: {h}"),
+        };
+        assert_eq!(fields["time"], json!(10));
+
+        // Never a real reboot: a `systemctl` first on the PATH (given as a cached ENV, which
+        // the command gets) records its arguments.
+        let tmp = tempfile::tempdir().unwrap();
+        let record = tmp.path().join("args");
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let fake = bin.join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {0}.tmp && mv {0}.tmp {0}\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut job = fields;
+        job.insert("time".into(), json!(0));
+        let mut envs = Map::new();
+        envs.insert(
+            "PATH".into(),
+            json!(format!("{}:/usr/bin:/bin", bin.display())),
+        );
+        let ctx = Ctx {
+            job,
+            args: Map::new(),
+            envs,
+            cache_dir: None,
+            source: None,
+        };
+        let out = reboot_exec(&ctx);
+        assert!(out.outcome, "{out:?}");
+        assert_eq!(
+            out.info,
+            "sleep 0; systemctl --message='Directord reboot instruction' reboot"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let args = loop {
+            if let Ok(a) = std::fs::read_to_string(&record) {
+                break a;
+            }
+            assert!(Instant::now() < deadline, "systemctl was not run");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(args, "--message=Directord reboot instruction\nreboot\n");
+    }
+}
