@@ -273,3 +273,538 @@ fn job_wait_without_a_master_checks_this_minion_only() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Verbs that drive real system tools: CONTAINER_IMAGE and POD against a private podman API
+// service (its own storage in a temp dir, never the machine's), APT against the machine's
+// apt-get without installing or removing anything.
+
+/// `ingot exec --stream`: each job's STDOUT and STDERR are printed too.
+fn exec_stream(dir: &Path, m: &Path, verb: &str, s: &str) -> Output {
+    output(
+        ingot(dir)
+            .args([
+                "exec", "--stream", "--name", "m1", "--verb", verb, "--minion",
+            ])
+            .arg(m)
+            .arg(s),
+    )
+}
+
+/// The JSON a streamed job printed as its (one-line) stdout.
+fn stdout_json(o: &Output) -> serde_json::Value {
+    let out = text(o);
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("STDOUT: m1 = "))
+        .unwrap_or_else(|| panic!("no STDOUT in {out}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// Whether `tool --version` runs.
+fn runs(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why the podman tests cannot run here, if they cannot.
+fn podman_unavailable() -> Option<String> {
+    for (tool, package) in [
+        ("podman", "podman"),
+        ("curl", "curl"),
+        ("unshare", "util-linux"),
+    ] {
+        if !runs(tool) {
+            return Some(format!("{tool} is missing (apt-get install {package})"));
+        }
+    }
+    if !crate::util::running_as_root() {
+        return Some("the podman tests run as root (as CI does)".into());
+    }
+    None
+}
+
+/// A static executable (no PT_INTERP program header), so it runs in an image without a libc.
+fn static_elf(p: &Path) -> bool {
+    let Ok(b) = std::fs::read(p) else {
+        return false;
+    };
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).all(|i| {
+        let at = phoff + i * size;
+        b.get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+    })
+}
+
+/// A podman API service of its own: storage, run, tmp and network config dirs under
+/// DIR/podman and its own containers.conf; when dropped it removes every pod and container it
+/// made, then the service is stopped.
+///
+/// Two adjustments let containers run in a VM like the development one and change nothing
+/// elsewhere: the default ulimits are low (podman's defaults are above the hard limits there,
+/// and raising a hard limit needs CAP_SYS_RESOURCE, which that VM does not give; root is not
+/// bound by RLIMIT_NPROC anyway), and on a hybrid cgroup host whose cgroup2 mount has
+/// controllers (which crun refuses) the service runs in a private mount namespace without
+/// /sys/fs/cgroup/unified.
+struct Podman {
+    sock: PathBuf,
+    service: std::process::Child,
+}
+
+const IMAGE: &str = "localhost/ingot-test:1";
+
+impl Podman {
+    fn start(dir: &Path) -> Podman {
+        let root = dir.join("podman");
+        std::fs::create_dir_all(&root).unwrap();
+        let conf = root.join("containers.conf");
+        std::fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .unwrap();
+        let sock = root.join("api.sock");
+        let hybrid = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+            .is_ok_and(|c| !c.trim().is_empty());
+        let mut cmd = if hybrid {
+            let mut c = std::process::Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg("umount /sys/fs/cgroup/unified && exec \"$@\"")
+                .args(["sh", "podman"]);
+            c
+        } else {
+            std::process::Command::new("podman")
+        };
+        let log = std::fs::File::create(root.join("service.log")).unwrap();
+        cmd.arg("--root")
+            .arg(root.join("storage"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .arg("--tmpdir")
+            .arg(root.join("tmp"))
+            .arg("--network-config-dir")
+            .arg(root.join("networks"))
+            .args(["--storage-driver", "vfs", "system", "service", "--time=0"])
+            .arg(format!("unix://{}", sock.display()))
+            .env("CONTAINERS_CONF", &conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        let service = cmd.spawn().expect("podman system service starts");
+        let mut p = Podman { sock, service };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !p.remote(&["version"]).status.success() {
+            let exited = p.service.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "the podman service did not answer ({exited:?}): {}",
+                std::fs::read_to_string(root.join("service.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    /// `--socket-path SOCK` for the verbs.
+    fn socket_opt(&self) -> String {
+        format!("--socket-path {}", self.sock.display())
+    }
+
+    /// The podman CLI as a client of this service.
+    fn remote(&self, args: &[&str]) -> Output {
+        std::process::Command::new("podman")
+            .arg("--remote")
+            .arg("--url")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("podman runs")
+    }
+
+    /// Imports IMAGE from a tarball (no registry); with a static busybox, whether there is one,
+    /// it can run things.
+    fn import_image(&self, dir: &Path) -> bool {
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| static_elf(p));
+        if let Some(b) = busybox {
+            std::fs::copy(b, rootfs.join("bin/busybox")).unwrap();
+            for tool in ["sh", "sleep", "echo", "true", "cat"] {
+                std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
+            }
+        } else {
+            std::fs::write(rootfs.join("hello"), "an image that runs nothing\n").unwrap();
+        }
+        let tar = dir.join("image.tar");
+        let st = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let o = self.remote(&[
+            "import",
+            "--change",
+            "ENV PATH=/bin",
+            tar.to_str().unwrap(),
+            IMAGE,
+        ]);
+        assert!(
+            o.status.success(),
+            "podman import: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        busybox.is_some()
+    }
+
+    /// Why containers and pods cannot run here, if they cannot.
+    fn cannot_run(&self, runnable_image: bool) -> Option<String> {
+        if !runnable_image {
+            return Some(
+                "no static busybox for a runnable image (apt-get install busybox-static)".into(),
+            );
+        }
+        let o = self.remote(&["run", "--rm", "--network", "none", IMAGE, "/bin/true"]);
+        if !o.status.success() {
+            return Some(format!(
+                "podman cannot run a container here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        // A pod from kube YAML has an infra container, whose image podman builds around
+        // catatonit.
+        let o = self.remote(&["pod", "create", "--name", "probe"]);
+        if !o.status.success() {
+            return Some(format!(
+                "podman cannot make a pod with an infra container (apt-get install catatonit): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        let _ = self.remote(&["pod", "rm", "--force", "probe"]);
+        None
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.remote(&["pod", "rm", "--all", "--force", "--time", "0"]);
+        let _ = self.remote(&["rm", "--all", "--force", "--time", "0"]);
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.service.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.service.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.service.kill();
+        let _ = self.service.wait();
+    }
+}
+
+/// The repository tags `--list` printed.
+fn listed_tags(o: &Output) -> Vec<String> {
+    stdout_json(o)
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["RepoTags"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A temporary directory, a minion in it, a podman service of its own and the test image
+/// imported (whether it can run), or `None` (said on stderr) where podman cannot be used.
+fn podman_fixture() -> Option<(tempfile::TempDir, PathBuf, Podman, bool)> {
+    if let Some(why) = podman_unavailable() {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let m = minion(d.path());
+    let p = Podman::start(d.path());
+    let runnable = p.import_image(d.path());
+    Some((d, m, p, runnable))
+}
+
+#[test]
+fn container_image_lists_inspects_tags_and_reports_errors() {
+    let Some((d, m, p, _)) = podman_fixture() else {
+        return;
+    };
+    let s = p.socket_opt();
+    let ci = |v: &str| exec_stream(d.path(), &m, "CONTAINER_IMAGE", &format!("{s} {v}"));
+
+    let o = ci("--list");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(listed_tags(&o).contains(&IMAGE.to_owned()), "{}", text(&o));
+
+    let o = ci(&format!("--inspect {IMAGE}"));
+    assert!(o.status.success(), "{}", text(&o));
+    let one = stdout_json(&o);
+    assert!(one["RepoTags"].to_string().contains(IMAGE), "{one}");
+    // Several images: one JSON array of their inspections.
+    let o = ci(&format!(
+        "--inspect {IMAGE} {}",
+        one["Id"].as_str().unwrap()
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let both = stdout_json(&o);
+    assert_eq!(both.as_array().map(Vec::len), Some(2), "{both}");
+    assert_eq!(both[0]["Id"], one["Id"]);
+
+    let o = ci(&format!("--tag {IMAGE} localhost/ingot-copy:2"));
+    assert!(o.status.success(), "{}", text(&o));
+    // A registry with a port and no tag: the tag is `latest`, the port stays in the name.
+    let o = ci(&format!("--tag {IMAGE} localhost:5000/ingot-test"));
+    assert!(o.status.success(), "{}", text(&o));
+    // The same --list again is a cache hit (Directord caches it too), so --skip-cache.
+    let o = ci("--skip-cache --list");
+    assert!(o.status.success(), "{}", text(&o));
+    let tags = listed_tags(&o);
+    for want in [
+        IMAGE,
+        "localhost/ingot-copy:2",
+        "localhost:5000/ingot-test:latest",
+    ] {
+        assert!(tags.contains(&want.to_owned()), "{want} not in {tags:?}");
+    }
+
+    let o = ci("--inspect nosuch");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("STDERR: m1 = ") && out.contains("nosuch: image not known"),
+        "{out}"
+    );
+    // No registry answers on port 1: the pull fails although podman answers 200.
+    let o = ci("--pull localhost:1/nosuch:1");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("connection refused"), "{out}");
+    let o = ci("--list extra");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--list takes no images"), "{}", text(&o));
+}
+
+/// Polls POD --inspect until the pod's State is `want`.
+fn pod_state(d: &Path, m: &Path, s: &str, pod: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = exec_stream(d, m, "POD", &format!("{s} --skip-cache --inspect {pod}"));
+        assert!(o.status.success(), "{}", text(&o));
+        let state = stdout_json(&o)["State"].as_str().unwrap_or("").to_owned();
+        if state == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {pod} is {state}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn pod_plays_inspects_execs_stops_starts_kills_and_removes_a_real_pod() {
+    let Some((d, m, p, runnable)) = podman_fixture() else {
+        return;
+    };
+    let cannot_run = p.cannot_run(runnable);
+    let s = p.socket_opt();
+    let pod = |v: &str| exec_stream(d.path(), &m, "POD", &format!("{s} {v}"));
+
+    if let Some(why) = &cannot_run {
+        // What needs no running container: a pod without infra made by the CLI.
+        eprintln!("skipped: --play, --start, --stop, --exec-run: {why}");
+        let o = p.remote(&["pod", "create", "--infra=false", "--name", "p1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        pod_state(d.path(), &m, &s, "p1", "Created");
+        let o = pod("--kill p1");
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("no running containers"), "{}", text(&o));
+    } else {
+        let yaml = d.path().join("pod.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\nspec:\n  hostNetwork: true\n  containers:\n  - name: c1\n    image: {IMAGE}\n    command: [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 1; done\"]\n"
+            ),
+        )
+        .unwrap();
+        let o = pod(&format!("--play {}", yaml.display()));
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(stdout_json(&o)["Pods"].as_array().map(Vec::len), Some(1));
+        pod_state(d.path(), &m, &s, "p1", "Running");
+
+        // A command as one quoted string (split like a shell) or as words (as Directord).
+        let o = pod(
+            "--exec-run p1-c1 --env GREETING=hello,WHO=pod --command \"/bin/sh -c 'echo $GREETING from the $WHO'\"",
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("STDOUT: m1 = hello from the pod\n"),
+            "{}",
+            text(&o)
+        );
+        let o = pod("--exec-run p1-c1 --command echo two words");
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("STDOUT: m1 = two words\n"),
+            "{}",
+            text(&o)
+        );
+        // The command's exit status is the job's outcome.
+        let o = pod("--exec-run p1-c1 --command \"/bin/sh -c 'echo failing; exit 3'\"");
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("exited with 3"), "{}", text(&o));
+        let o = pod("--exec-run nosuch --command true");
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains("no container with name or ID"),
+            "{}",
+            text(&o)
+        );
+
+        let started = Instant::now();
+        let o = pod("--timeout 60 --stop p1");
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        pod_state(d.path(), &m, &s, "p1", "Exited");
+        let o = pod("--start p1");
+        assert!(o.status.success(), "{}", text(&o));
+        pod_state(d.path(), &m, &s, "p1", "Running");
+        let o = pod("--kill p1");
+        assert!(o.status.success(), "{}", text(&o));
+        pod_state(d.path(), &m, &s, "p1", "Exited");
+    }
+
+    let o = pod("--rm p1 --force");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = pod("--skip-cache --inspect p1");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("no pod with name or ID p1 found"),
+        "{}",
+        text(&o)
+    );
+    let o = pod("--kill nosuch");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("no pod with name or ID nosuch found"),
+        "{}",
+        text(&o)
+    );
+    let o = pod(&format!(
+        "--play {}",
+        d.path().join("missing.yaml").display()
+    ));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("missing.yaml"), "{}", text(&o));
+    let o = exec_stream(
+        d.path(),
+        &m,
+        "POD",
+        &format!(
+            "--socket-path {} --inspect p1",
+            d.path().join("no.sock").display()
+        ),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no podman API socket at"), "{}", text(&o));
+}
+
+/// Why the APT test cannot run here, if it cannot.
+fn apt_unavailable() -> Option<String> {
+    if !runs("apt-get") || !runs("dpkg-query") {
+        return Some("apt-get or dpkg-query is missing (not a Debian-family system)".into());
+    }
+    if !crate::util::running_as_root() {
+        return Some("apt-get needs root (as CI runs)".into());
+    }
+    None
+}
+
+/// Whether dpkg lists the package as installed.
+fn dpkg_installed(pkg: &str) -> bool {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${db:Status-Abbrev}", pkg])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.get(1) == Some(&b'i'))
+}
+
+#[test]
+fn apt_removes_absent_packages_keeps_installed_ones_and_names_unknown_ones() {
+    if let Some(why) = apt_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let m = minion(d.path());
+    let apt = |v: &str| exec_stream(d.path(), &m, "APT", v);
+
+    // Nothing here is installed, so nothing is removed. A name apt cannot locate is as
+    // absent as can be (apt-get itself would fail on it); `sl`, which apt knows from the
+    // package lists CI fetches, goes to a real `apt-get remove`, only when it is not installed.
+    let mut absent = vec!["ingot-no-such-package-xyz"];
+    let sl_known = std::process::Command::new("apt-cache")
+        .args(["policy", "sl"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
+    if !dpkg_installed("sl") {
+        absent.push("sl");
+    }
+    let o = apt(&format!("--absent {}", absent.join(" ")));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("=== apt-get remove ===")
+            && out.contains("ingot-no-such-package-xyz is unknown to apt, so not installed"),
+        "{out}"
+    );
+    if sl_known && absent.contains(&"sl") {
+        assert!(
+            out.contains("Package 'sl' is not installed, so not removed"),
+            "{out}"
+        );
+    }
+
+    // Installed already: --no-upgrade, nothing downloaded.
+    assert!(dpkg_installed("coreutils"));
+    let o = apt("coreutils");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("coreutils"), "{out}");
+    assert!(
+        !out.contains("Need to get") && !out.contains("Get:"),
+        "{out}"
+    );
+
+    let o = apt("--retry 1 ingot-no-such-package-xyz");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("STDERR: m1 = ")
+            && out.contains("Unable to locate package ingot-no-such-package-xyz"),
+        "{out}"
+    );
+}

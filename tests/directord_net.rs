@@ -884,3 +884,139 @@ fn job_wait_asks_the_listed_minions_through_the_master() {
         "w1 is not connected to the master",
     );
 }
+
+/// `ingot manage` while a job runs: the running master's jobs are listed PROCESSING with the
+/// answers so far (and a job it still holds), then as stored once done; with the master down,
+/// the history alone, without complaint.
+#[test]
+fn manage_lists_jobs_still_running_as_processing() {
+    use std::time::Duration;
+    let mut fleet = Fleet::start(5);
+    for n in ["p1", "p2"] {
+        fleet.minion_tree(n, "");
+        fleet.start_minion(n, &format!("machine-{n}"), None);
+    }
+    fleet.wait_connected(&["p1", "p2"]);
+    let d = fleet.path().to_owned();
+    // p1 passes its gate at once, p2 waits for the test to create it (at most 15 s, so a
+    // failed test leaves no shell behind): the job is half answered while the test looks.
+    let gate = d.join("release");
+    for (n, g) in [("p1", "/".to_owned()), ("p2", gate.display().to_string())] {
+        let o = exec_on(&fleet, n, "ARG", &format!("gate {g}"));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    std::fs::write(
+        d.join("gated.yaml"),
+        "- name: gated\n  jobs:\n  \
+         - RUN: '--skip-cache i=0; until [ -e {{ gate }} ] || [ $i -ge 300 ]; do sleep 0.05; i=$((i+1)); done; echo through'\n  \
+         - RUN: --skip-cache echo after\n",
+    )
+    .unwrap();
+    let running = ingot(&d)
+        .args(["orchestrate", "gated.yaml", "--master"])
+        .arg(fleet.master_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let gated = |rows: &serde_json::Value| -> Vec<serde_json::Value> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["PARENT_JOB_NAME"] == "gated")
+            .cloned()
+            .collect()
+    };
+    let rows = crate::net_support::wait_for(Duration::from_secs(20), || {
+        let rows = gated(&manage_json(&fleet, &["--list-jobs"]));
+        (rows.len() == 2 && rows[0]["SUCCESS"] == 1).then_some(rows)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "p1's answer never showed: {:#}\n{}",
+            manage_json(&fleet, &["--list-jobs"]),
+            fleet.master_log()
+        )
+    });
+    // Sent, answered by p1 only; the next job is held in the master behind it.
+    for r in &rows {
+        assert_eq!(r["PROCESSING"], true, "{r:#}");
+        assert_eq!(r["STATUS"], "processing", "{r:#}");
+        assert_eq!(r["FAILED"], 0, "{r:#}");
+    }
+    assert_eq!(rows[1]["SUCCESS"], 0);
+    let id = rows[0]["ID"].as_str().unwrap();
+    let processing = manage_json(&fleet, &["--list-jobs", "--filter", "processing"]);
+    let ids: Vec<&str> = processing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id, rows[1]["ID"].as_str().unwrap()], "{processing:#}");
+    let info = manage_json(&fleet, &["--job-info", id]);
+    assert_eq!(info["PROCESSING"], true, "{info:#}");
+    assert_eq!(info["SUCCESS"], serde_json::json!(["p1"]), "{info:#}");
+    assert_eq!(info["PENDING"], serde_json::json!(["p2"]), "{info:#}");
+    assert_eq!(
+        info["STDOUT"]["p1"].as_str().map(str::trim),
+        Some("through")
+    );
+    assert_eq!(
+        info["JOB_DEFINITION"]["targets"],
+        serde_json::json!(["p1", "p2"])
+    );
+    // The tables: PROCESSING True, and who is still to answer.
+    let o = manage(&fleet, &["--list-jobs", "--filter", "processing"]);
+    let table = text(&o);
+    assert!(o.status.success() && o.stderr.is_empty(), "{table}");
+    let line = table.lines().find(|l| l.starts_with(id)).unwrap();
+    assert_eq!(line.split_whitespace().nth(4), Some("True"), "{table}");
+    let o = manage(&fleet, &["--job-info", id]);
+    let t = text(&o);
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("PROCESSING") && l.ends_with("True")),
+        "{t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("PENDING") && l.ends_with("p2")),
+        "{t}"
+    );
+
+    std::fs::write(&gate, "").unwrap();
+    let o = running.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), fleet.master_log());
+
+    // Done: stored, no longer processing, a success on both.
+    let rows = gated(&manage_json(&fleet, &["--list-jobs"]));
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(r["PROCESSING"], false, "{r:#}");
+        assert_eq!(r["STATUS"], "success", "{r:#}");
+        assert_eq!(r["SUCCESS"], 2, "{r:#}");
+    }
+    assert_eq!(
+        manage_json(&fleet, &["--list-jobs", "--filter", "processing"]),
+        serde_json::json!([])
+    );
+    let info = manage_json(&fleet, &["--job-info", id]);
+    assert_eq!(info["PROCESSING"], false, "{info:#}");
+    assert_eq!(info["SUCCESS"], serde_json::json!(["p1", "p2"]), "{info:#}");
+    let o = manage(&fleet, &["--list-jobs"]);
+    let table = text(&o);
+    let line = table.lines().find(|l| l.starts_with(id)).unwrap();
+    assert_eq!(line.split_whitespace().nth(4), Some("False"), "{table}");
+
+    // No master: the history alone, and nothing to complain about.
+    fleet.kill_master();
+    let o = manage(&fleet, &["--list-jobs", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(gated(&all), rows);
+}

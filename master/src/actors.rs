@@ -244,9 +244,16 @@ struct BatchQueue {
 /// Group-commit batching of a batch `actors/prescribe` (see the module documentation).
 #[derive(Default)]
 struct PrescribeBatch {
-    /// Whether the actor's `describe` declares `"batch": true`, for the version asked.
-    declared: tokio::sync::Mutex<Option<(FileStamp, bool)>>,
     queue: Mutex<BatchQueue>,
+}
+
+/// Whether each actor's `describe` declares `"batch": true`, for the version of the file
+/// asked: kept for the life of the process, so a master asks once, not once per run.
+type Declared = tokio::sync::Mutex<std::collections::HashMap<PathBuf, (FileStamp, bool)>>;
+
+fn declared_actors() -> &'static Declared {
+    static DECLARED: std::sync::OnceLock<Declared> = std::sync::OnceLock::new();
+    DECLARED.get_or_init(Default::default)
 }
 
 /// The most fact documents one batch run is given, to bound its input.
@@ -261,8 +268,8 @@ impl PrescribeBatch {
         };
         // Absolute, because the actor runs in its own directory.
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let mut known = self.declared.lock().await;
-        if let Some((s, batch)) = &*known {
+        let mut known = declared_actors().lock().await;
+        if let Some((s, batch)) = known.get(path) {
             if *s == stamp {
                 return *batch;
             }
@@ -291,7 +298,7 @@ impl PrescribeBatch {
             }
         };
         tracing::debug!(actor = %path.display(), batch, "asked actors/prescribe describe");
-        *known = Some((stamp, batch));
+        known.insert(path.clone(), (stamp, batch));
         batch
     }
 

@@ -1,6 +1,7 @@
 //! The master's local control socket (`MASTER/master.sock`, mode 0660): how `ingot apply
 //! --targets`, `ingot master run`, `ingot exec|orchestrate --master` and `ingot manage
-//! --list-nodes|--purge-nodes|--dump-cache` reach the running master.
+//! --list-nodes|--purge-nodes|--dump-cache` reach the running master; `ingot manage`'s job
+//! commands ask it for the Directord jobs it has not stored yet.
 //! Netstrings of JSON, one request per connection; the master streams progress lines, then the
 //! outcome.
 
@@ -297,8 +298,11 @@ pub async fn run(
         fail_fast: req.fail_fast,
         actor_timeout: Duration::from_secs(req.actor_timeout),
     };
-    // One prescribe run may serve many minions (a batch actor).
-    let actors = Actors::for_fleet(MasterDir::new(&master));
+    // One prescribe run may serve many minions (a batch actor); one minion needs no batch.
+    let actors = match names.len() {
+        1 => Actors::new(MasterDir::new(&master)),
+        _ => Actors::for_fleet(MasterDir::new(&master)),
+    };
     let handle = match (&history, req.no_history) {
         (Some(h), false) => h
             .start_run(RunMeta {

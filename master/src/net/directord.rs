@@ -45,6 +45,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 use super::control::{request, ControlReply, ControlRequest};
+use super::jobs::Tracked;
 use super::server::Hub;
 use super::transfer::Shipper;
 use super::wire::{Ask, Op, Reply, WireError};
@@ -115,13 +116,15 @@ fn targets_of(hub: &Hub, job: &Job) -> Result<Vec<String>, String> {
 type Results = futures::future::BoxFuture<'static, Vec<JobResult>>;
 
 /// Sends `job` to each of `names` now, in the order jobs are started (see
-/// [`super::server::RemoteMinion::job`]); the future yields their results. A minion in
-/// `unprepared` gets the job marked not to start, with why (see [`job::NOT_STARTED`]).
+/// [`super::server::RemoteMinion::job`]); the future yields their results, each also told to
+/// `live` as it comes (for `ingot manage`). A minion in `unprepared` gets the job marked not
+/// to start, with why (see [`job::NOT_STARTED`]).
 fn send_to(
     hub: &Arc<Hub>,
     job: &Job,
     names: &[String],
     unprepared: &HashMap<String, String>,
+    live: Option<&Arc<Tracked>>,
 ) -> Results {
     let each: Vec<Results> = names
         .iter()
@@ -160,6 +163,14 @@ fn send_to(
                     vec![r]
                 }
                 .boxed()
+            }
+        })
+        .map(|each| match live {
+            None => each,
+            Some(live) => {
+                let (live, id) = (live.clone(), job.job_id.clone());
+                each.inspect(move |rs| rs.iter().for_each(|r| live.answered(&id, r)))
+                    .boxed()
             }
         })
         .collect();
@@ -243,7 +254,7 @@ type Sent = futures::future::BoxFuture<'static, (Job, Vec<JobResult>)>;
 
 /// Starts one job: resolves its targets, gets what it needs onto them, and sends it to them
 /// (the returned future yields the results).
-async fn start(ship: &Shipper, mut job: Job) -> Sent {
+async fn start(ship: &Shipper, live: &Arc<Tracked>, mut job: Job) -> Sent {
     let hub = ship.hub();
     match targets_of(hub, &job) {
         Err(e) => {
@@ -255,10 +266,12 @@ async fn start(ship: &Shipper, mut job: Job) -> Sent {
                 names.truncate(1);
             }
             job.targets = names.clone();
+            // Processing from here: held for a REBOOT or being prepared counts as sent.
+            live.sent(&job);
             let gone = hold_for_reboots(hub, &job, &names).await;
             names.retain(|n| !gone.contains_key(n));
             let unprepared = ship.prepare(&job, &names).await;
-            let results = send_to(hub, &job, &names, &unprepared);
+            let results = send_to(hub, &job, &names, &unprepared, Some(live));
             let gone: Vec<JobResult> = gone
                 .into_iter()
                 .map(|(n, why)| failed_result(&job, &n, why))
@@ -376,7 +389,8 @@ async fn merge_query(hub: &Arc<Hub>, job: &Job, results: &mut [JobResult]) {
     }
     let arg = query_arg_job(job, gathered);
     let everyone = hub.connected_names();
-    for a in send_to(hub, &arg, &everyone, &HashMap::new()).await {
+    // The merging ARG is the QUERY's own business, not a job of the request.
+    for a in send_to(hub, &arg, &everyone, &HashMap::new(), None).await {
         if !a.ok() {
             if let Some(r) = results.iter_mut().find(|r| r.minion == a.minion) {
                 r.status = Status::Failed;
@@ -394,6 +408,7 @@ async fn merge_query(hub: &Arc<Hub>, job: &Job, results: &mut [JobResult]) {
 async fn run_queue(
     ship: Arc<Shipper>,
     recording: Option<Arc<super::jobs::Recording>>,
+    live: Arc<Tracked>,
     jobs: Vec<Job>,
     window: usize,
     stream: bool,
@@ -405,6 +420,7 @@ async fn run_queue(
         if let Some(r) = &recording {
             r.record(job, results);
         }
+        live.done(job, results);
         let _ = tx.send(ControlReply::Progress(report_lines(job, results, stream)));
         outcomes.push((job.job_id.clone(), ok));
     };
@@ -428,7 +444,7 @@ async fn run_queue(
                 report(&job, &results);
             }
         }
-        let sent = start(&ship, j).await;
+        let sent = start(&ship, &live, j).await;
         if barrier {
             let (job, mut results) = sent.await;
             merge_query(ship.hub(), &job, &mut results).await;
@@ -454,6 +470,15 @@ pub async fn run(
     let jobs: Vec<&Job> = req.jobs.iter().collect();
     let recording =
         super::jobs::Recording::start(history.as_ref(), &hub, &req.origin, &jobs).map(Arc::new);
+    let live = Arc::new(
+        hub.directord_jobs().track(
+            &req.jobs,
+            recording.as_ref().map(|r| r.id()),
+            recording
+                .as_ref()
+                .map_or_else(channel3::Timestamp::now, |r| r.created()),
+        ),
+    );
     let ship = Shipper::new(hub.clone(), master);
     // Queues in order of first appearance.
     let mut order: Vec<String> = Vec::new();
@@ -471,6 +496,7 @@ pub async fn run(
         tokio::spawn(run_queue(
             ship.clone(),
             recording.clone(),
+            live.clone(),
             jobs,
             req.pipeline.max(1),
             req.stream,
@@ -498,6 +524,8 @@ pub async fn run(
     if let Some(r) = recording {
         stdout.push_str(&r.finish(!failed.is_empty()));
     }
+    // Only now that the run is stored may its jobs leave the master's list.
+    drop(live);
     ControlReply::Done {
         stdout,
         code: i32::from(!failed.is_empty()),

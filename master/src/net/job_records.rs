@@ -1,8 +1,9 @@
 //! Directord job records read back from the master's history: the `job` steps that
-//! [`super::jobs`] records, grouped by job id ([`load`]), picked by id or prefix ([`pick`]),
-//! filtered ([`parse_filter`]), analysed ([`analyze`]) and shown as Directord shows them
-//! (tabulate's "simple" tables, Directord's field names). `ingot manage` (`super::manage`)
-//! puts them together.
+//! [`super::jobs`] records, grouped by job id ([`load`]), joined by the jobs the running
+//! master has not stored yet ([`merge`]: PROCESSING while a target has not answered), picked
+//! by id or prefix ([`pick`]), filtered ([`parse_filter`]), analysed ([`analyze`]) and shown as
+//! Directord shows them (tabulate's "simple" tables, Directord's field names). `ingot manage`
+//! (`super::manage`) puts them together.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -10,13 +11,13 @@ use std::fmt::Write as _;
 use channel3::Timestamp;
 use historian::{Location, StepOutcome, Store};
 use minion::directord::engine::Status;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::jobs::{Observation, ACTION};
+use super::jobs::{LiveJob, Observation, ACTION};
 
 /// One minion's result of a job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeResult {
     /// The minion (`-` when the job reached none).
     pub node: String,
@@ -36,8 +37,29 @@ pub struct JobRecord {
     pub created_us: i64,
     /// Its place in its request.
     pub index: u64,
-    /// The minions' results.
+    /// The minions' results (so far, while processing).
     pub nodes: Vec<NodeResult>,
+    /// Directord's PROCESSING: the running master has not sent it yet, or a target has not
+    /// answered.
+    pub processing: bool,
+    /// The targets that have not answered (empty before the job is sent).
+    pub pending: Vec<String>,
+}
+
+impl From<LiveJob> for JobRecord {
+    fn from(live: LiveJob) -> Self {
+        let (processing, pending) = (live.processing(), live.pending());
+        let d = live.definition;
+        Self {
+            run: live.run,
+            created_us: d.get("created_us").and_then(Value::as_i64).unwrap_or(0),
+            index: d.get("index").and_then(Value::as_u64).unwrap_or(0),
+            definition: d,
+            nodes: live.answered,
+            processing,
+            pending,
+        }
+    }
 }
 
 fn text_of(m: &Map<String, Value>, key: &str) -> String {
@@ -79,9 +101,12 @@ impl JobRecord {
         self.results(s).map(|n| n.node.as_str()).collect()
     }
 
-    /// `failed` when a minion failed, `skipped` when every one skipped it, else `success`.
+    /// `processing` until every target answered; then `failed` when a minion failed,
+    /// `skipped` when every one skipped it, else `success`.
     pub fn status(&self) -> &'static str {
-        if self.results(Status::Failed).next().is_some() {
+        if self.processing {
+            "processing"
+        } else if self.results(Status::Failed).next().is_some() {
             "failed"
         } else if !self.nodes.is_empty()
             && self.results(Status::Skipped).count() == self.nodes.len()
@@ -108,7 +133,7 @@ impl JobRecord {
             "JOB_NAME": text_of(&self.definition, "job_name"),
             "VERB": self.verb(),
             "EXECUTION_TIME": self.average(|o| o.execution_time),
-            "PROCESSING": false,
+            "PROCESSING": self.processing,
             "SUCCESS": self.results(Status::Success).count() + self.results(Status::Skipped).count(),
             "SKIPPED": self.results(Status::Skipped).count(),
             "FAILED": self.results(Status::Failed).count(),
@@ -140,7 +165,8 @@ impl JobRecord {
             "INFO": per(&|n| n.seen.info.clone().into()),
             "STDOUT": per(&|n| n.seen.stdout.clone().into()),
             "STDERR": per(&|n| n.seen.stderr.clone().into()),
-            "PROCESSING": false,
+            "PROCESSING": self.processing,
+            "PENDING": self.pending,
             "SUCCESS": self.names(Status::Success),
             "SKIPPED": self.names(Status::Skipped),
             "FAILED": self.names(Status::Failed),
@@ -221,12 +247,25 @@ pub fn load(store: &mut Store) -> historian::Result<Vec<JobRecord>> {
                     index: d.get("index").and_then(Value::as_u64).unwrap_or(0),
                     definition: d,
                     nodes: vec![node],
+                    processing: false,
+                    pending: Vec::new(),
                 });
             }
         }
     }
     jobs.sort_by_key(|j| (j.created_us, j.index));
     Ok(jobs)
+}
+
+/// The `stored` jobs and the `live` ones the running master has not stored yet, oldest
+/// first. A job in both is shown as stored: the master keeps a job until its run is stored,
+/// so it may be in both for a moment, and the history is what stays.
+pub fn merge(stored: Vec<JobRecord>, live: Vec<JobRecord>) -> Vec<JobRecord> {
+    let known: BTreeSet<String> = stored.iter().map(JobRecord::id).collect();
+    let mut jobs = stored;
+    jobs.extend(live.into_iter().filter(|j| !known.contains(&j.id())));
+    jobs.sort_by_key(|j| (j.created_us, j.index));
+    jobs
 }
 /// What to name in "no such job" errors: at most this many, newest first.
 const SHOWN: usize = 10;
@@ -473,7 +512,7 @@ pub(crate) fn job_info_table(job: &JobRecord) -> String {
             .map(|a| a.iter().map(scalar).collect::<Vec<_>>().join(", "))
             .unwrap_or_default()
     };
-    kv_table(vec![
+    let mut rows = vec![
         ("ID", job.id()),
         ("JOB_DEFINITION", def),
         ("JOB_SHA3_224", scalar(&r["JOB_SHA3_224"])),
@@ -493,14 +532,34 @@ pub(crate) fn job_info_table(job: &JobRecord) -> String {
         ("INFO", per_node("INFO")),
         ("STDOUT", per_node("STDOUT")),
         ("STDERR", per_node("STDERR")),
-        ("PROCESSING", "False".into()),
+        ("PROCESSING", python_bool(job.processing)),
         ("SUCCESS", list("SUCCESS")),
         ("SKIPPED", list("SKIPPED")),
         ("FAILED", list("FAILED")),
         ("EXECUTION_TIME", secs8(job.average(|o| o.execution_time))),
         ("ROUNDTRIP_TIME", secs8(job.average(|o| o.roundtrip_time))),
         ("RUN", job.run.clone()),
-    ])
+    ];
+    if job.processing {
+        // Where it stands: which minions it waits for (a row Directord does not have).
+        let pending = match job.pending.as_slice() {
+            [] => "not sent yet: the master holds it until the jobs before it in its queue are answered"
+                .to_owned(),
+            names => names.join(", "),
+        };
+        rows.insert(
+            rows.iter()
+                .position(|(k, _)| *k == "SUCCESS")
+                .unwrap_or(rows.len()),
+            ("PENDING", pending),
+        );
+    }
+    kv_table(rows)
+}
+
+/// A boolean as Directord's tables print it (Python's `str(bool)`).
+pub(crate) fn python_bool(b: bool) -> String {
+    if b { "True" } else { "False" }.into()
 }
 
 /// Directord's analysis of some jobs (one job, or one parent's).
@@ -673,6 +732,8 @@ mod tests {
             created_us: 100_000_000,
             index: 0,
             nodes,
+            processing: false,
+            pending: Vec::new(),
         }
     }
 
@@ -769,6 +830,81 @@ mod tests {
         assert!(pick("x", &[], "job", &loc)
             .unwrap_err()
             .contains("no Directord job"));
+    }
+
+    #[test]
+    fn live_jobs_show_processing_and_the_history_wins_once_stored() {
+        let mut stored = job(
+            "j1",
+            "p",
+            "RUN",
+            vec![node("d1", Status::Success, 1.0, 101.0)],
+        );
+        stored.created_us = 50;
+        let live = |id: &str, targets: Option<Vec<&str>>, answered: Vec<NodeResult>| {
+            let mut d = job(id, "p", "RUN", vec![]).definition;
+            d.insert("created_us".into(), 100.into());
+            // Its place in its request: j2 before j3.
+            d.insert("index".into(), u64::from(id == "j3").into());
+            JobRecord::from(LiveJob {
+                definition: d,
+                run: "run-2".into(),
+                targets: targets.map(|t| t.into_iter().map(String::from).collect()),
+                answered,
+                done: false,
+            })
+        };
+        let running = live(
+            "j2",
+            Some(vec!["d1", "d2"]),
+            vec![node("d1", Status::Success, 1.0, 101.0)],
+        );
+        let held = live("j3", None, vec![]);
+        // The stored j1 stands for its live copy (the master keeps it until stored).
+        let jobs = merge(
+            vec![stored],
+            vec![held, live("j1", Some(vec!["d1"]), vec![]), running],
+        );
+        let ids: Vec<String> = jobs.iter().map(JobRecord::id).collect();
+        assert_eq!(ids, ["j1", "j2", "j3"]);
+        assert!(!jobs[0].processing);
+        assert_eq!(jobs[0].status(), "success");
+
+        let row = jobs[1].row();
+        assert_eq!(
+            (row["PROCESSING"].as_bool(), row["STATUS"].as_str()),
+            (Some(true), Some("processing"))
+        );
+        assert_eq!(row["SUCCESS"], 1);
+        let r = jobs[1].record();
+        assert_eq!(r["PENDING"], json!(["d2"]));
+        assert_eq!(r["SUCCESS"], json!(["d1"]));
+        let t = job_info_table(&jobs[1]);
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("PROCESSING ") && l.ends_with(" True")),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("PENDING ") && l.ends_with(" d2")),
+            "{t}"
+        );
+        assert!(job_info_table(&jobs[2]).contains("not sent yet"));
+        let processing = parse_filter("processing").unwrap();
+        let shown: Vec<String> = jobs
+            .iter()
+            .filter(|j| matches(j, &processing))
+            .map(JobRecord::id)
+            .collect();
+        assert_eq!(shown, ["j2", "j3"]);
+        let t = job_info_table(&jobs[0]);
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("PROCESSING ") && l.ends_with(" False")),
+            "{t}"
+        );
+        assert!(!t.contains("PENDING"), "{t}");
     }
 
     #[test]

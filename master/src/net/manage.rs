@@ -4,7 +4,10 @@
 //! `--export-jobs`, `--purge-jobs`) read the master's historian directly, as `ingot history`
 //! does, so they answer from what is recorded even while the master is down: the `job` steps
 //! that [`super::jobs`] records for every `exec`/`orchestrate --master` request, grouped by
-//! job id. `--purge-jobs` deletes those runs from the history. `--list-nodes`,
+//! job id. A job is recorded once every target answered, so all but `--purge-jobs` first ask
+//! the running master for the jobs it has not stored yet ([`ManageRequest::JobsInFlight`]) and
+//! show them PROCESSING, as Directord does; with no master running they show the history
+//! alone. `--purge-jobs` deletes those runs from the history. `--list-nodes`,
 //! `--purge-nodes` and `--dump-cache` need the running master (its control socket): nodes are
 //! its sessions, and the caches are read by each connected minion's agent.
 //!
@@ -12,7 +15,7 @@
 //! gives the same data for scripts.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +25,10 @@ use serde_json::{json, Map, Value};
 
 use super::control::{self, ControlReply, ControlRequest};
 use super::job_records::{
-    analyze, job_info_table, load, matches, parse_filter, pick, safe, scalar, secs8, tabulate,
-    Filter, JobRecord,
+    analyze, job_info_table, load, matches, merge, parse_filter, pick, python_bool, safe, scalar,
+    secs8, tabulate, Filter, JobRecord,
 };
+use super::jobs::LiveJob;
 use super::server::Hub;
 use crate::cli::DEFAULT_DIR;
 
@@ -52,15 +56,17 @@ pub struct ManageArgs {
     #[arg(long)]
     pub list_nodes: bool,
     /// List the Directord jobs run through the master: ID, PARENT_JOB_NAME, VERB,
-    /// EXECUTION_TIME (average per minion), PROCESSING, SUCCESS, FAILED (minion counts).
+    /// EXECUTION_TIME (average per minion), PROCESSING (True while the running master has not
+    /// sent it or a target has not answered), SUCCESS, FAILED (minion counts).
     #[arg(long)]
     pub list_jobs: bool,
-    /// With --list-jobs: only jobs whose status is success, skipped or failed, or where KEY
-    /// (ID, PARENT_JOB_ID, PARENT_JOB_NAME, JOB_NAME, VERB, JOB_SHA3_224, NODE, STATUS, RUN)
-    /// is VALUE; every filter must match.
+    /// With --list-jobs: only jobs whose status is success, skipped, failed or processing, or
+    /// where KEY (ID, PARENT_JOB_ID, PARENT_JOB_NAME, JOB_NAME, VERB, JOB_SHA3_224, NODE,
+    /// STATUS, RUN) is VALUE; every filter must match.
     #[arg(long, value_name = "KEY=VALUE|STATUS", num_args = 1.., requires = "list_jobs")]
     pub filter: Vec<String>,
-    /// One job's record with every minion's INFO, STDOUT, STDERR and status: a job id, a
+    /// One job's record with every minion's INFO, STDOUT, STDERR and status (while it is
+    /// processing: those that answered so far, and PENDING, those still to): a job id, a
     /// unique prefix of one, or `last`.
     #[arg(long, value_name = "ID|last")]
     pub job_info: Option<String>,
@@ -98,6 +104,9 @@ pub enum ManageRequest {
     PurgeNodes,
     /// Every connected minion's Directord cache.
     DumpCache,
+    /// The Directord jobs the master is running and has not stored yet (JSON: an array of
+    /// [`LiveJob`]).
+    JobsInFlight,
 }
 
 /// Why a manage command failed: usage (exit 2) or anything else (exit 1).
@@ -150,7 +159,7 @@ fn list_jobs(jobs: &[JobRecord], filters: &[Filter], json_out: bool) -> Result<S
             cols.iter()
                 .map(|c| match (*c, &r[*c]) {
                     ("EXECUTION_TIME", v) => secs8(v.as_f64().unwrap_or(0.0)),
-                    ("PROCESSING", _) => "False".into(),
+                    ("PROCESSING", v) => python_bool(v.as_bool().unwrap_or(false)),
                     (_, v) => safe(&scalar(v)),
                 })
                 .collect()
@@ -228,8 +237,63 @@ fn purge_jobs(store: &mut Store, jobs: &[JobRecord], json_out: bool) -> Result<S
     Ok(out)
 }
 
-/// The job commands, against the history.
-fn jobs_command(args: &ManageArgs) -> Result<String, Failure> {
+/// How long the job commands wait for the running master's jobs.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The jobs the master of `master` is running and has not stored yet: none, silently, when
+/// no master is running (the history is all there is); none, with a note on stderr, when one
+/// is there but does not answer.
+fn live_jobs(rt: &tokio::runtime::Runtime, master: &Path) -> Vec<JobRecord> {
+    let mut answer = None;
+    let mut error = None;
+    let asked = rt.block_on(async {
+        tokio::time::timeout(
+            LIVE_TIMEOUT,
+            control::request(
+                master,
+                &ControlRequest::Manage(ManageRequest::JobsInFlight),
+                |r| match r {
+                    ControlReply::Done { stdout, .. } => answer = Some(stdout),
+                    ControlReply::Error(e) => error = Some(e),
+                    _ => {}
+                },
+            ),
+        )
+        .await
+    });
+    let why = match asked {
+        Err(_) => format!("no answer within {}s", LIVE_TIMEOUT.as_secs()),
+        Ok(Err(control::ControlError::Connect { source, .. }))
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Vec::new();
+        }
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(())) => match (error, answer) {
+            (Some(e), _) => e,
+            (None, None) => {
+                "it closed the connection without an answer (is `ingot master serve` this version?)"
+                    .into()
+            }
+            (None, Some(doc)) => match serde_json::from_str::<Vec<LiveJob>>(&doc) {
+                Ok(live) => return live.into_iter().map(JobRecord::from).collect(),
+                Err(e) => format!("its answer: {e}"),
+            },
+        },
+    };
+    eprintln!(
+        "ingot manage: note: jobs still running are not shown, only the history: asking the \
+         master at {}: {why}",
+        master.display()
+    );
+    Vec::new()
+}
+
+/// The job commands, against the history and the running master.
+fn jobs_command(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<String, Failure> {
     let location = Location::resolve(args.history.as_deref(), Some(&args.master), None);
     // Before opening anything: a usage error is a usage error.
     let filters: Vec<Filter> = args
@@ -238,8 +302,15 @@ fn jobs_command(args: &ManageArgs) -> Result<String, Failure> {
         .map(|f| parse_filter(f))
         .collect::<Result<_, _>>()
         .map_err(Failure::Usage)?;
+    // The master first: it keeps a job until its run is stored, so a job that finishes in
+    // between is then in the history (see `merge`).
+    let live = if args.purge_jobs {
+        Vec::new()
+    } else {
+        live_jobs(rt, &args.master)
+    };
     let mut store = Store::open(&location)?;
-    let jobs = load(&mut store)?;
+    let jobs = merge(load(&mut store)?, live);
     let ids: Vec<String> = jobs.iter().map(JobRecord::id).collect();
     if args.list_jobs {
         list_jobs(&jobs, &filters, args.json)
@@ -273,6 +344,7 @@ fn jobs_command(args: &ManageArgs) -> Result<String, Failure> {
     } else if let Some(file) = &args.export_jobs {
         export_jobs(&jobs, file, args.json)
     } else if args.purge_jobs {
+        // Only what is stored: a job still running has nothing to purge yet.
         purge_jobs(&mut store, &jobs, args.json)
     } else {
         Err(Failure::Usage("nothing to do".into()))
@@ -284,7 +356,7 @@ pub fn run(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<i32, Strin
     let result = if args.purge_nodes || args.dump_cache {
         ask_master(rt, args)
     } else {
-        jobs_command(args)
+        jobs_command(rt, args)
     };
     match result {
         Ok(out) => {
@@ -342,6 +414,8 @@ fn ask_master(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<String,
                 )))
             }
         }
+        // Not asked here (see `live_jobs`); the document is the answer.
+        ManageRequest::JobsInFlight => Ok(pretty(&doc)),
         ManageRequest::PurgeNodes => Ok(if args.json {
             pretty(&doc)
         } else {
@@ -380,6 +454,11 @@ const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The master's side of a [`ManageRequest`]: a JSON document in `Done`'s stdout.
 pub async fn serve(hub: Arc<Hub>, req: ManageRequest) -> ControlReply {
     match req {
+        ManageRequest::JobsInFlight => ControlReply::Done {
+            stdout: serde_json::to_string(&hub.directord_jobs().snapshot())
+                .expect("JSON values serialize"),
+            code: 0,
+        },
         ManageRequest::PurgeNodes => {
             let purged = hub.purge_nodes();
             // What is left of the sessions: connected, or awaited by a request.

@@ -254,6 +254,9 @@ pub struct Hub {
     /// Bumped by every QUEUESENTINEL sent through this master: Directord jobs the master still
     /// holds (not yet sent) from before it are omitted, as the minions omit their queued ones.
     sentinels: AtomicU64,
+    /// The Directord jobs of the requests being run, for `ingot manage` (see
+    /// [`super::jobs::InFlight`]).
+    directord_jobs: Arc<super::jobs::InFlight>,
 }
 
 impl Hub {
@@ -267,6 +270,11 @@ impl Hub {
         self.sentinels.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The Directord jobs this master is running and has not stored yet.
+    pub fn directord_jobs(&self) -> &Arc<super::jobs::InFlight> {
+        &self.directord_jobs
+    }
+
     /// A hub checking names against `registry`.
     pub fn new(opts: HubOptions, registry: Arc<RegistryCache>) -> Arc<Self> {
         Arc::new(Self {
@@ -278,6 +286,7 @@ impl Hub {
             registry,
             late: std::sync::OnceLock::new(),
             sentinels: AtomicU64::new(0),
+            directord_jobs: Arc::default(),
         })
     }
 

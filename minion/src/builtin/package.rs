@@ -101,7 +101,9 @@ struct Observed {
     candidate: Option<String>,
 }
 
-const APT_OPTS: &[&str] = &[
+/// Options of every apt-get call: no prompts, wait for another apt's lock instead of failing,
+/// keep changed configuration files.
+pub(crate) const APT_OPTS: &[&str] = &[
     "-y",
     "-q",
     "-o",

@@ -278,7 +278,12 @@ fn sh(cmd: &str, envs: &[(String, String)]) -> Ran {
 }
 
 fn run_cmd(mut c: Command, what: &str) -> Ran {
-    match c.output() {
+    ran(c.output(), what)
+}
+
+/// What a finished program did, or why `what` could not run.
+fn ran(out: std::io::Result<std::process::Output>, what: &str) -> Ran {
+    match out {
         Ok(o) => Ran {
             ok: o.status.success(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -910,49 +915,77 @@ fn dnf_exec(c: &Ctx) -> JobOutput {
     sections(parts)
 }
 
+/// What every apt-get call gets: no prompts, wait for another apt's lock instead of failing,
+/// keep changed configuration files (as the `package` resource does).
+const APT_GET_OPTS: &[&str] = crate::builtin::package::APT_OPTS;
+
+/// Whether apt knows nothing of `pkg`, so it is not installed (apt knows every installed
+/// package from dpkg's status) and `apt-get remove` would fail to locate it. A pattern, a
+/// version or a release (`pkg*`, `pkg=1.2`, `pkg/stable`) is left to apt-get.
+fn apt_unknown(pkg: &str, envs: &[(String, String)]) -> bool {
+    if pkg.contains(['*', '?', '[', '=', '/', '~']) {
+        return false;
+    }
+    let r = prog("apt-cache", &["policy".to_owned(), pkg.to_owned()], envs);
+    r.ok && r.stdout.trim().is_empty()
+}
+
 fn apt_exec(c: &Ctx) -> JobOutput {
     let mut envs = c.env_pairs();
     envs.push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
+    let opts = || APT_GET_OPTS.iter().map(|o| (*o).to_owned());
     let mut parts = Vec::new();
     if c.b("clear_metadata") {
         let _ = prog("apt-get", &["clean".into()], &envs);
         parts.push((
             "apt-get update".to_owned(),
-            prog("apt-get", &["-q".into(), "update".into()], &envs),
+            prog(
+                "apt-get",
+                &opts().chain(["update".into()]).collect::<Vec<_>>(),
+                &envs,
+            ),
         ));
     }
     let excluded: Vec<String> = c
         .s("exclude")
         .map(|x| x.split(',').map(|s| s.trim().to_owned()).collect())
         .unwrap_or_default();
-    let pkgs: Vec<String> = c
+    let mut pkgs: Vec<String> = c
         .list("packages")
         .into_iter()
         .filter(|p| !excluded.contains(p))
         .collect();
-    let (title, mut args): (&str, Vec<String>) = if c.b("absent") {
-        (
-            "apt-get remove",
-            vec!["-q".into(), "-y".into(), "remove".into()],
-        )
+    let mut already = String::new();
+    if c.b("absent") {
+        let (unknown, left): (Vec<String>, Vec<String>) =
+            pkgs.into_iter().partition(|p| apt_unknown(p, &envs));
+        for p in &unknown {
+            already.push_str(&format!("{p} is unknown to apt, so not installed\n"));
+        }
+        pkgs = left;
+        if pkgs.is_empty() {
+            let none = Ran {
+                ok: true,
+                stdout: already,
+                stderr: String::new(),
+            };
+            parts.push(("apt-get remove".to_owned(), none));
+            return sections(parts);
+        }
+    }
+    let (title, action): (&str, &[&str]) = if c.b("absent") {
+        ("apt-get remove", &["remove"])
     } else if c.b("latest") {
-        (
-            "apt-get install",
-            vec!["-q".into(), "-y".into(), "install".into()],
-        )
+        ("apt-get install", &["install"])
     } else {
-        (
-            "apt-get install",
-            vec![
-                "-q".into(),
-                "-y".into(),
-                "install".into(),
-                "--no-upgrade".into(),
-            ],
-        )
+        ("apt-get install", &["install", "--no-upgrade"])
     };
-    args.extend(pkgs);
-    let r = retry(c.i("retry", 3), || prog("apt-get", &args, &envs));
+    let args: Vec<String> = opts()
+        .chain(action.iter().map(|a| (*a).to_owned()))
+        .chain(pkgs)
+        .collect();
+    let mut r = retry(c.i("retry", 3), || prog("apt-get", &args, &envs));
+    r.stdout.insert_str(0, &already);
     parts.push((title.to_owned(), r));
     sections(parts)
 }
@@ -1262,8 +1295,82 @@ fn facter_exec(c: &Ctx) -> JobOutput {
     }
 }
 
-fn podman(c: &Ctx, method: &str, path: &str, body: Option<&str>) -> JobOutput {
-    let sock = c.s("socket_path").unwrap_or("/var/run/podman/podman.sock");
+const PODMAN_SOCKET: &str = "/var/run/podman/podman.sock";
+
+/// Percent-encodes `v` for a URL, keeping the unreserved characters and `keep`.
+fn url_enc(v: &str, keep: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A query value.
+fn q(v: &str) -> String {
+    url_enc(v, "")
+}
+
+/// A name in a path: an image name keeps its `/`, `:` and `@`.
+fn seg(v: &str) -> String {
+    url_enc(v, "/:@")
+}
+
+/// Runs curl, feeding `input` (a request body) on its stdin: a kube YAML can be larger than
+/// one command-line argument may be.
+fn curl(args: &[String], input: Option<&str>, envs: &[(String, String)]) -> Ran {
+    use std::io::Write;
+    let mut c = Command::new("curl");
+    c.args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let mut child = match c.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            return Ran {
+                ok: false,
+                stdout: String::new(),
+                stderr: format!("cannot run curl (install curl on the minion): {e}"),
+            }
+        }
+    };
+    let feeder = match (input, child.stdin.take()) {
+        (Some(text), Some(mut stdin)) => {
+            let text = text.to_owned();
+            Some(std::thread::spawn(move || {
+                let _ = stdin.write_all(text.as_bytes());
+            }))
+        }
+        _ => None,
+    };
+    let out = child.wait_with_output();
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    ran(out, "curl")
+}
+
+/// One call of podman's REST API (libpod, v4) over its UNIX socket. `body` is
+/// `(CONTENT_TYPE, TEXT)`. A failure says podman's own message, then the call and status.
+fn podman(c: &Ctx, method: &str, path: &str, body: Option<(&str, &str)>) -> JobOutput {
+    let sock = c.s("socket_path").unwrap_or(PODMAN_SOCKET);
+    if !Path::new(sock).exists() {
+        return JobOutput::fail(format!(
+            "no podman API socket at {sock}: start the service (`systemctl enable --now podman.socket`, or `podman system service --time=0 unix://{sock}`) or give --socket-path"
+        ));
+    }
     let mut a: Vec<String> = vec![
         "-sS".into(),
         "--unix-socket".into(),
@@ -1273,26 +1380,45 @@ fn podman(c: &Ctx, method: &str, path: &str, body: Option<&str>) -> JobOutput {
         "-w".into(),
         "\n%{http_code}".into(),
     ];
-    if let Some(b) = body {
+    if let Some((ctype, _)) = body {
+        // Never a form type: podman would read the body as form fields.
         a.extend([
             "-H".into(),
-            "Content-Type: application/json".into(),
+            format!("Content-Type: {ctype}"),
             "--data-binary".into(),
-            b.into(),
+            "@-".into(),
         ]);
     }
     a.push(format!("http://d/v4.0.0/libpod{path}"));
-    let r = prog("curl", &a, &c.env_pairs());
+    let r = curl(&a, body.map(|(_, b)| b), &c.env_pairs());
     if !r.ok {
         return JobOutput::fail(format!("podman API at {sock}: {}", r.stderr.trim()));
     }
     let (text, code) = r.stdout.rsplit_once('\n').unwrap_or(("", "0"));
     let code: u32 = code.trim().parse().unwrap_or(0);
-    if (200..400).contains(&code) && !text.contains("\"error\":") {
-        JobOutput::ok(text)
-    } else {
-        JobOutput::fail(format!("podman API answered {code}: {text}"))
+    if (200..400).contains(&code) {
+        return JobOutput::ok(text);
     }
+    let why = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| text.trim().to_owned());
+    JobOutput::fail(format!(
+        "{why} (podman API: {method} {path} answered {code})"
+    ))
+}
+
+/// The error a pull or push reports inside its JSON stream: podman answers those 200 even
+/// when they fail.
+fn stream_error(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| {
+            v.get("error")
+                .and_then(Value::as_str)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+        })
 }
 
 /// `--socket-path`, shared by CONTAINER_IMAGE and POD.
@@ -1303,7 +1429,7 @@ fn podman_socket_opt() -> OptSpec {
         OptType::Str,
         "The podman socket.",
     )
-    .default(json!("/var/run/podman/podman.sock"))
+    .default(json!(PODMAN_SOCKET))
 }
 
 fn container_image_spec() -> VerbSpec {
@@ -1327,52 +1453,84 @@ fn container_image_spec() -> VerbSpec {
     .group("action", &["pull", "push", "tag", "list", "inspect"], true)
 }
 
+/// `NAME[:TAG]` split into repository and tag (default `latest`); a colon before the last
+/// `/` is a registry's port, not a tag.
+fn split_tag(name: &str) -> (&str, &str) {
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') && !repo.is_empty() => (repo, tag),
+        _ => (name, "latest"),
+    }
+}
+
 fn container_image_exec(c: &Ctx) -> JobOutput {
     let images = c.list("images");
-    let tls = if c.b("no_tlsverify") { "false" } else { "true" };
+    let tls = !c.b("no_tlsverify");
     if c.b("list") {
+        if !images.is_empty() {
+            return JobOutput::fail(format!("--list takes no images (got {})", images.join(" ")));
+        }
         return podman(c, "GET", "/images/json", None);
     }
     if c.b("tag") {
-        if images.len() != 2 {
+        let [src, new] = images.as_slice() else {
             return JobOutput::fail("--tag needs exactly two images: SOURCE NEW_NAME[:TAG]");
-        }
-        let (repo, tag) = images[1].rsplit_once(':').unwrap_or((&images[1], "latest"));
+        };
+        let (repo, tag) = split_tag(new);
         return podman(
             c,
             "POST",
-            &format!("/images/{}/tag?repo={repo}&tag={tag}", images[0]),
+            &format!("/images/{}/tag?repo={}&tag={}", seg(src), q(repo), q(tag)),
             None,
         );
     }
     if images.is_empty() {
         return JobOutput::fail("give at least one image");
     }
-    let mut out = String::new();
+    let transfer = c.b("pull") || c.b("push");
+    let mut outs = Vec::new();
     for img in &images {
         let r = if c.b("pull") {
             podman(
                 c,
                 "POST",
-                &format!("/images/pull?reference={img}&tlsVerify={tls}"),
+                &format!("/images/pull?reference={}&tlsVerify={tls}", q(img)),
                 None,
             )
         } else if c.b("push") {
             podman(
                 c,
                 "POST",
-                &format!("/images/{img}/push?tlsVerify={tls}"),
+                &format!("/images/{}/push?tlsVerify={tls}", seg(img)),
                 None,
             )
         } else {
-            podman(c, "GET", &format!("/images/{img}/json"), None)
+            podman(c, "GET", &format!("/images/{}/json", seg(img)), None)
         };
         if !r.outcome {
             return r;
         }
-        out.push_str(&r.stdout);
+        if let Some(e) = transfer.then(|| stream_error(&r.stdout)).flatten() {
+            return JobOutput {
+                stdout: r.stdout,
+                ..JobOutput::fail(format!("{img}: {e}"))
+            };
+        }
+        outs.push(r.stdout);
     }
-    JobOutput::ok(out)
+    if c.b("inspect") && outs.len() > 1 {
+        // Several inspections are one JSON array, as in Directord.
+        let all: Vec<Value> = outs
+            .iter()
+            .map(|o| serde_json::from_str(o).unwrap_or_else(|_| Value::String(o.clone())))
+            .collect();
+        return JobOutput::ok(Value::Array(all).to_string());
+    }
+    JobOutput::ok(
+        outs.iter()
+            .map(|o| o.trim_end())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 fn pod_spec() -> VerbSpec {
@@ -1390,8 +1548,9 @@ fn pod_spec() -> VerbSpec {
                 "command",
                 "--command",
                 OptType::Str,
-                "The command for --exec-run.",
-            ),
+                "The command for --exec-run: its words, or one quoted string split like a shell.",
+            )
+            .nargs("+"),
             OptSpec::flag("privileged", "--privileged", "Privileged --exec-run."),
             OptSpec::flag("no_tlsverify", "--no-tlsverify", "Do not verify TLS."),
             OptSpec::flag("force", "--force", "Force --rm."),
@@ -1424,69 +1583,131 @@ fn pod_spec() -> VerbSpec {
 }
 
 fn pod_exec(c: &Ctx) -> JobOutput {
-    let t = c.i("timeout", 600);
+    let t = c.i("timeout", 600).max(0);
+    // How long podman lets a stopping container go before SIGKILL: short of the job's own
+    // timeout, so a container that ignores SIGTERM is killed and the job still sees the end.
+    let grace = t - (t / 2).min(10);
     let tls = if c.b("no_tlsverify") { "false" } else { "true" };
     if let Some(p) = c.s("start") {
-        return podman(c, "POST", &format!("/pods/{p}/start?t={t}"), None);
+        return podman(c, "POST", &format!("/pods/{}/start", seg(p)), None);
     }
     if let Some(p) = c.s("stop") {
-        return podman(c, "POST", &format!("/pods/{p}/stop?t={t}"), None);
+        return podman(c, "POST", &format!("/pods/{}/stop?t={grace}", seg(p)), None);
     }
     if let Some(p) = c.s("rm") {
         return podman(
             c,
             "DELETE",
-            &format!("/pods/{p}?force={}", c.b("force")),
+            &format!("/pods/{}?force={}", seg(p), c.b("force")),
             None,
         );
     }
     if let Some(p) = c.s("kill") {
         let sig = c.s("kill_signal").unwrap_or("SIGKILL");
-        return podman(c, "POST", &format!("/pods/{p}/kill?signal={sig}"), None);
+        return podman(
+            c,
+            "POST",
+            &format!("/pods/{}/kill?signal={}", seg(p), q(sig)),
+            None,
+        );
     }
     if let Some(p) = c.s("inspect") {
-        return podman(c, "GET", &format!("/pods/{p}/json"), None);
+        return podman(c, "GET", &format!("/pods/{}/json", seg(p)), None);
     }
     if let Some(f) = c.s("play") {
         let body = match std::fs::read_to_string(f) {
             Ok(b) => b,
-            Err(e) => return JobOutput::fail(format!("cannot read {f}: {e}")),
+            Err(e) => return JobOutput::fail(format!("cannot read the kube YAML {f}: {e}")),
         };
         return podman(
             c,
             "POST",
             &format!("/play/kube?tlsVerify={tls}&start=true"),
-            Some(&body),
+            Some(("application/yaml", &body)),
         );
     }
     if let Some(ctr) = c.s("exec_run") {
-        let env: Vec<String> = c
-            .s("env")
-            .map(|e| e.split(',').map(str::to_owned).collect())
-            .unwrap_or_default();
-        let cmd: Vec<String> = c
-            .s("command")
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default();
-        let body = json!({"Cmd": cmd, "Env": env, "Privileged": c.b("privileged"), "Tty": true,
-                          "AttachStdout": true, "AttachStderr": true})
-        .to_string();
-        let created = podman(c, "POST", &format!("/containers/{ctr}/exec"), Some(&body));
-        if !created.outcome {
-            return created;
-        }
-        let id = serde_json::from_str::<Value>(&created.stdout)
-            .ok()
-            .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
-        return podman(
-            c,
-            "POST",
-            &format!("/exec/{id}/start"),
-            Some("{\"Detach\": false, \"Tty\": true}"),
-        );
+        return exec_run(c, ctr);
     }
     JobOutput::fail("give one of --start, --stop, --rm, --kill, --inspect, --play, --exec-run")
+}
+
+/// POD --exec-run: an exec session in CONTAINER, its output, and its exit code as the outcome.
+fn exec_run(c: &Ctx, ctr: &str) -> JobOutput {
+    let mut cmd = c.list("command");
+    if let [one] = cmd.as_slice() {
+        match super::verb::split_words("POD", one) {
+            Ok(words) => cmd = words.into_iter().map(|w| w.text).collect(),
+            Err(e) => return JobOutput::fail(e.to_string()),
+        }
+    }
+    if cmd.is_empty() {
+        return JobOutput::fail("--exec-run needs --command");
+    }
+    let env: Vec<String> = c
+        .s("env")
+        .map(|e| {
+            e.split(',')
+                .filter(|kv| !kv.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = json!({"Cmd": cmd, "Env": env, "Privileged": c.b("privileged"), "Tty": true,
+                      "AttachStdout": true, "AttachStderr": true})
+    .to_string();
+    let created = podman(
+        c,
+        "POST",
+        &format!("/containers/{}/exec", seg(ctr)),
+        Some(("application/json", &body)),
+    );
+    if !created.outcome {
+        return created;
+    }
+    let Some(id) = serde_json::from_str::<Value>(&created.stdout)
+        .ok()
+        .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_owned))
+    else {
+        return JobOutput::fail(format!("podman made no exec session: {}", created.stdout));
+    };
+    let ran = podman(
+        c,
+        "POST",
+        &format!("/exec/{id}/start"),
+        Some(("application/json", "{\"Detach\": false, \"Tty\": true}")),
+    );
+    if !ran.outcome {
+        return ran;
+    }
+    // A terminal ends lines with \r\n.
+    let out = ran.stdout.replace("\r\n", "\n");
+    // podman answers 200 whatever the command did; the session has its exit code.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let s = podman(c, "GET", &format!("/exec/{id}/json"), None);
+        if !s.outcome {
+            return JobOutput { stdout: out, ..s };
+        }
+        let v: Value = serde_json::from_str(&s.stdout).unwrap_or(Value::Null);
+        if v["Running"] != Value::Bool(true) || Instant::now() >= deadline {
+            break v["ExitCode"].as_i64();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    match code {
+        Some(0) => JobOutput::ok(out),
+        Some(n) => JobOutput {
+            stdout: out,
+            ..JobOutput::fail(format!("`{}` exited with {n} in {ctr}", cmd.join(" ")))
+        },
+        None => JobOutput {
+            stdout: out,
+            ..JobOutput::fail(format!(
+                "podman reported no exit code for exec session {id}"
+            ))
+        },
+    }
 }
 
 fn secontext_spec() -> VerbSpec {
@@ -1664,6 +1885,31 @@ verb!(ECHO, "echo", "ECHO", echo_spec, echo_exec);
 mod tests {
     use super::*;
     use crate::directord::verb::{parse, Parsed};
+
+    #[test]
+    fn image_tags_split_after_the_registry_port() {
+        assert_eq!(split_tag("localhost/a:2"), ("localhost/a", "2"));
+        assert_eq!(split_tag("localhost/a"), ("localhost/a", "latest"));
+        assert_eq!(
+            split_tag("localhost:5000/a"),
+            ("localhost:5000/a", "latest")
+        );
+        assert_eq!(split_tag("localhost:5000/a:b"), ("localhost:5000/a", "b"));
+        assert_eq!(q("SIG KILL&x"), "SIG%20KILL%26x");
+        assert_eq!(seg("quay.io/a/b:1"), "quay.io/a/b:1");
+    }
+
+    #[test]
+    fn pod_command_takes_words_or_one_string() {
+        let fields = |s: &str| match parse(&pod_spec(), "POD", s, &Map::new()).unwrap() {
+            Parsed::Fields(f) => f,
+            Parsed::Help(h) => panic!("help: {h}"),
+        };
+        let f = fields("--exec-run c1 --command echo two words");
+        assert_eq!(f["command"], json!(["echo", "two", "words"]));
+        let f = fields("--exec-run c1 --command \"sh -c 'echo hi'\"");
+        assert_eq!(f["command"], json!(["sh -c 'echo hi'"]));
+    }
 
     #[test]
     fn reboot_defaults_to_ten_seconds_and_runs_directords_command() {
