@@ -808,3 +808,168 @@ fn apt_removes_absent_packages_keeps_installed_ones_and_names_unknown_ones() {
         "{out}"
     );
 }
+
+// DNF without repositories, FACTER for real.
+
+#[test]
+fn dnf_without_repositories_removes_nothing_and_fails_to_install_with_its_own_error() {
+    if !runs("dnf") {
+        eprintln!("skipped: dnf is missing");
+        return;
+    }
+    if !crate::util::running_as_root() {
+        eprintln!("skipped: dnf needs root (as CI runs)");
+        return;
+    }
+    let repos = [
+        "/etc/yum.repos.d",
+        "/etc/yum/repos.d",
+        "/etc/distro.repos.d",
+    ];
+    if repos
+        .iter()
+        .any(|r| std::fs::read_dir(r).is_ok_and(|mut d| d.next().is_some()))
+    {
+        // With repositories the install could download; these commands must change nothing.
+        eprintln!("skipped: dnf has repositories configured on this machine");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let m = minion(d.path());
+    let dnf = |v: &str| exec_stream(d.path(), &m, "DNF", v);
+
+    // Nothing by that name is installed, so nothing is removed: dnf succeeds.
+    let o = dnf("--absent ingot-no-such-package");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("=== dnf remove ==="), "{out}");
+
+    // Installing needs a repository; dnf says there is none, and the job fails with that.
+    let o = dnf("--retry 1 ingot-no-such-package");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("=== dnf install ===")
+            && out.contains("STDERR: m1 = ")
+            && out.contains("There are no enabled repositories"),
+        "{out}"
+    );
+}
+
+/// What `facter --json [ARGS]` prints here (it may exit 1 over a fact it cannot resolve).
+fn facter_json(args: &[&str]) -> serde_json::Value {
+    let o = std::process::Command::new("facter")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
+}
+
+#[test]
+fn facter_stores_real_facts_that_later_jobs_render() {
+    if !runs("facter") {
+        eprintln!("skipped: facter is missing");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let m = minion(d.path());
+    let facts = d.path().join("facts");
+    std::fs::create_dir(&facts).unwrap();
+    std::fs::write(
+        facts.join("ingot.rb"),
+        "Facter.add(:ingot_custom) do\n  setcode { 'hello-ingot' }\nend\n",
+    )
+    .unwrap();
+    let real = facter_json(&[]);
+    let kernel = real["kernel"].as_str().unwrap().to_owned();
+    let os = real["os"]["name"].as_str().unwrap().to_owned();
+
+    let f = d.path().join("out");
+    let yaml = d.path().join("o.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "- jobs:\n  - FACTER: --custom-dir {}\n  - RUN: echo \"{{{{ facter.kernel }}}} {{{{ facter.os.name }}}} {{{{ facter.ingot_custom }}}}\" > {}\n",
+            facts.display(),
+            f.display()
+        ),
+    )
+    .unwrap();
+    let o = orchestrate(d.path(), &m, &yaml, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        format!("{kernel} {os} hello-ingot\n")
+    );
+
+    // On its own: the job prints facter's (pretty) JSON, the facts facter reports.
+    let o = exec_stream(d.path(), &m, "FACTER", "");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(&format!("\"kernel\": \"{kernel}\"")), "{out}");
+}
+
+// SERVICE against a systemctl of the test's own (no systemd in a container or on CI).
+
+#[test]
+fn service_calls_systemctl_in_order_and_retries_failures() {
+    let d = tempfile::tempdir().unwrap();
+    let m = minion(d.path());
+    let bin = d.path().join("bin");
+    let calls = d.path().join("calls");
+    crate::util::script(
+        &bin.join("systemctl"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncase \" $* \" in *\" broken \"*) echo \"Failed to $1 broken.service: Unit broken.service not found.\" >&2; exit 5;; esac\necho \"$1 done\"\n",
+            calls.display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let service = |s: &str| {
+        output(
+            ingot(d.path())
+                .env("PATH", &path)
+                .args(["exec", "--stream", "--name", "m1", "--verb", "SERVICE"])
+                .arg("--minion")
+                .arg(&m)
+                .arg(s),
+        )
+    };
+    let take_calls = || {
+        let c = std::fs::read_to_string(&calls).unwrap_or_default();
+        let _ = std::fs::remove_file(&calls);
+        c
+    };
+
+    // daemon-reload first, then the state change, then the running state.
+    let o = service("--daemon-reload --enable --restarted nginx sshd");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(
+        take_calls(),
+        "daemon-reload\nenable nginx sshd\nrestart nginx sshd\n"
+    );
+    assert!(
+        out.contains("=== systemctl enable ===") && out.contains("restart done"),
+        "{out}"
+    );
+
+    // No running-state flag means start.
+    let o = service("nginx");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(take_calls(), "start nginx\n");
+
+    // A failing call is retried --retry times, stops the job before the running state and
+    // shows systemctl's own message.
+    let o = service("--retry 2 --disable --stopped broken");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(take_calls(), "disable broken\ndisable broken\n");
+    assert!(out.contains("Failed to disable broken.service"), "{out}");
+}

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::net_support::{report, spool_drained, wait_for, Fleet, Relay};
+use crate::net_support::{holds_unacked_result, report, spool_drained, wait_for, Fleet, Relay};
 use crate::util::{ingot, output};
 
 #[test]
@@ -510,7 +510,7 @@ esac
 
 #[test]
 fn a_run_survives_a_restart_of_the_master() {
-    let names = ["r1", "r2", "r3"];
+    let names = ["r0", "r1", "r2", "r3"];
     let mut fleet = Fleet::start(30);
     let d = fleet.path().to_owned();
     crate::util::script(
@@ -522,9 +522,15 @@ echo "[{\"kind\":\"slow\",\"name\":\"$me\"}]"
     );
     for n in names {
         let tree = fleet.minion_tree(n, "");
-        // r1 ends while the master is down (its result waits in the spool); the others end
-        // after the master is back (their events and results reach it live).
-        let secs = if n == "r1" { 2 } else { 5 };
+        // r0 ends while the master runs but stores nothing (its result reaches the master,
+        // which must not acknowledge what it has not stored); r1 ends while the master is
+        // down (its result waits in the spool); the others end after the master is back
+        // (their events and results reach it live).
+        let secs = match n {
+            "r0" => 1,
+            "r1" => 2,
+            _ => 5,
+        };
         crate::util::script(&tree.join("resources/slow"), &slow_resource(&d, n, secs));
         fleet.start_minion(n, &format!("machine-{n}"), None);
     }
@@ -543,25 +549,28 @@ echo "[{\"kind\":\"slow\",\"name\":\"$me\"}]"
             .then_some(())
     });
     assert!(all_started.is_some(), "{}", fleet.master_log());
-    // The master dies while every conform runs; the minions carry on and spool.
+    let hold = d.join("hold-commits");
+    std::fs::write(&hold, "").unwrap();
+    // r0's result went to the master, which cannot store it: the minion must keep it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        holds_unacked_result(&d.join("r0")),
+        "r0's result was acknowledged before it was stored\n{}",
+        fleet.minion_log("r0")
+    );
+    // The master dies with r0's result received but not stored, and while the other
+    // conforms run; the minions carry on and spool.
     fleet.kill_master();
+    std::fs::remove_file(&hold).unwrap();
     let client = client.join().unwrap();
     assert!(
         !client.status.success(),
         "the run's client sees the master go"
     );
-    let spooled_result = wait_for(Duration::from_secs(10), || {
-        std::fs::read_dir(d.join("r1/logs/spool"))
-            .ok()?
-            .flatten()
-            .any(|f| {
-                std::fs::read_to_string(f.path())
-                    .unwrap_or_default()
-                    .contains("{\"result\"")
-            })
-            .then_some(())
+    let r1_spooled = wait_for(Duration::from_secs(10), || {
+        holds_unacked_result(&d.join("r1")).then_some(())
     });
-    assert!(spooled_result.is_some(), "{}", fleet.minion_log("r1"));
+    assert!(r1_spooled.is_some(), "{}", fleet.minion_log("r1"));
     fleet.start_master(30);
     fleet.wait_connected(&names);
 

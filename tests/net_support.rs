@@ -102,6 +102,8 @@ impl Fleet {
             .current_dir(self.path())
             .env_remove("INGOT_HISTORY")
             .env("INGOT_LOG", "info")
+            // Debug builds: while this file exists the master's history commits nothing.
+            .env("INGOT_TEST_HOLD_COMMITS", self.path().join("hold-commits"))
             .args(["master", "--master", "m", "serve", "--listen", &listen])
             .args(["--heartbeat", "1", "--grace", &grace.to_string()])
             .args(["--enroll-listen", &format!("{}:0", self.host)])
@@ -518,6 +520,27 @@ pub fn spool_drained(minion_tree: &Path) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+/// Whether the minion's spool holds a result the master has not acknowledged: a slot still
+/// taken by a request (its first line names it) with that request's result frame in it.
+pub fn holds_unacked_result(minion_tree: &Path) -> bool {
+    let Ok(dir) = std::fs::read_dir(minion_tree.join("logs/spool")) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut lines = text.lines();
+        let header: serde_json::Value =
+            serde_json::from_str(lines.next().unwrap_or_default().trim()).unwrap_or_default();
+        let Some(id) = header["spooled"].as_str() else {
+            return false;
+        };
+        lines.any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|f| f["result"]["id"].as_str() == Some(id))
+        })
+    })
 }
 
 /// `ingot master --master m run --json --targets TARGETS...` in `dir` (for runs started on

@@ -45,6 +45,9 @@ pub(crate) enum Op {
     },
     /// Answer once everything queued before is committed.
     Flush(std::sync::mpsc::SyncSender<()>),
+    /// Called once the batch holding it is committed (`true`) or lost (`false`): a caller
+    /// acknowledges what it queued before without waiting for it.
+    AfterCommit(Box<dyn FnOnce(bool) + Send + Sync>),
     /// Commit what came before and stop the writer thread.
     Stop,
 }

@@ -146,6 +146,17 @@ impl History {
         self.shared.writer.flush()
     }
 
+    /// Calls `f` once everything recorded so far is committed (`true`) or its batch is lost
+    /// (`false`), on the writer's thread, without waiting here: `f` must not record.
+    pub fn after_commit(&self, f: impl FnOnce(bool) + Send + Sync + 'static) {
+        if let Err(std::sync::mpsc::SendError(Op::AfterCommit(f))) =
+            self.shared.writer.tx.send(Op::AfterCommit(Box::new(f)))
+        {
+            // The writer stopped: nothing more will be committed.
+            f(false);
+        }
+    }
+
     /// Events committed by this history's writer so far.
     pub fn committed_events(&self) -> u64 {
         self.shared.writer.committed()

@@ -285,7 +285,7 @@ impl WriteBackend for Postgres {
                         )
                         .await?;
                     }
-                    Op::Event { .. } | Op::Flush(_) | Op::Stop => {}
+                    Op::Event { .. } | Op::Flush(_) | Op::AfterCommit(_) | Op::Stop => {}
                 }
             }
             const CHUNK: usize = 10_000;

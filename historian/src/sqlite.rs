@@ -496,7 +496,7 @@ impl Sqlite {
                         no
                     ])?;
                 }
-                Op::Flush(_) | Op::Stop => {}
+                Op::Flush(_) | Op::AfterCommit(_) | Op::Stop => {}
             }
         }
         inserts.run(&pending)?;

@@ -150,6 +150,8 @@ fn writer_loop(
             .iter()
             .filter(|op| matches!(op, Op::Event { .. }))
             .count() as u64;
+        #[cfg(debug_assertions)]
+        hold_for_tests();
         let result = backend.write_batch(&batch);
         let mut keys = match &result {
             Ok(keys) => {
@@ -177,6 +179,7 @@ fn writer_loop(
                 Op::Flush(reply) => {
                     let _ = reply.send(());
                 }
+                Op::AfterCommit(f) => f(result.is_ok()),
                 _ => {}
             }
         }
@@ -188,6 +191,19 @@ fn writer_loop(
         }
         if stop {
             break;
+        }
+    }
+}
+
+/// Debug builds only: while the file named by `INGOT_TEST_HOLD_COMMITS` exists, nothing is
+/// committed. Tests use it to stop a master between receiving a result and storing it.
+#[cfg(debug_assertions)]
+fn hold_for_tests() {
+    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let hold = HOLD.get_or_init(|| std::env::var_os("INGOT_TEST_HOLD_COMMITS").map(Into::into));
+    if let Some(path) = hold {
+        while path.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }

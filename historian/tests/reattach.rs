@@ -116,3 +116,37 @@ fn a_run_left_running_is_interrupted_then_completed_by_late_results() {
     assert_eq!(interrupted.len(), 1);
     assert_eq!(interrupted[0].id, id);
 }
+
+#[test]
+fn after_commit_runs_once_what_came_before_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::Sqlite(dir.path().join("history.db"));
+    let history = History::open(&location).unwrap();
+    let run = history
+        .start_run(RunMeta::current(vec!["web1".into()]))
+        .unwrap();
+    let step = run.begin_step(StepStart {
+        minion: "web1".into(),
+        kind: "file".into(),
+        action: "conform".into(),
+        desired: json!({"path": "/a"}),
+    });
+    step.finish(StepEnd {
+        outcome: Some(StepOutcome::Changed),
+        ..StepEnd::default()
+    });
+    // The callback reads the store from another connection: the step's end must be there.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (loc, id) = (location.clone(), run.id().to_owned());
+    history.after_commit(move |stored| {
+        let mut store = Store::open(&loc).unwrap();
+        let found = store.find(&id).unwrap();
+        let steps = store.steps(&found).unwrap();
+        let _ = tx.send((stored, steps.first().map(|s| s.outcome)));
+    });
+    let (stored, outcome) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("called");
+    assert!(stored);
+    assert_eq!(outcome, Some(StepOutcome::Changed));
+}

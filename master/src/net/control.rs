@@ -208,8 +208,11 @@ impl StepWatch for JournaledStep<'_> {
         Some(self.no)
     }
     fn finish(self: Box<Self>, report: &StepReport) {
-        self.journal.end_step(&self.minion, self.no);
+        // The end is queued for the history first: results waiting for it are acknowledged
+        // once it is committed.
+        let (journal, minion, no) = (self.journal, self.minion, self.no);
         self.inner.finish(report);
+        journal.end_step(&minion, no);
     }
 }
 
@@ -315,8 +318,8 @@ pub async fn run(
         _ => None,
     };
     // Its requests are journaled, so the run survives a restart of the master.
-    let journal = match (&handle, hub.journal()) {
-        (Some(h), Some(j)) => RunJournal::start(j.clone(), h.id())
+    let journal = match (&handle, &history, hub.journal()) {
+        (Some(h), Some(history), Some(j)) => RunJournal::start(j.clone(), history.clone(), h.id())
             .await
             .inspect_err(|e| tracing::warn!("not journaling this run's requests: {e}"))
             .ok(),

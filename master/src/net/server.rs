@@ -5,7 +5,7 @@
 //! (up to the grace period), and the events and result it spooled meanwhile are taken after it
 //! reconnects, de-duplicated by request id and sequence number.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,8 @@ struct Pending {
     last_seq: u64,
     /// The connection (generation) the request went out on, once sent.
     sent_on: Option<u64>,
+    /// Its result is acknowledged only once recorded (see [`Session::held`]).
+    hold_ack: bool,
 }
 
 struct Conn {
@@ -78,6 +80,10 @@ pub struct Session {
     conn: Mutex<Option<Conn>>,
     info: Mutex<Info>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Requests of recorded runs whose result arrived but is not committed to the history yet:
+    /// not acknowledged until it is (a master dying meanwhile gets it again from the minion's
+    /// spool after its restart), and copies re-sent meanwhile are ignored.
+    held: Mutex<HashSet<String>>,
     /// Set to the connection (generation) a REBOOT went out on: the minion is inactive until
     /// it connects again (a later generation), so Directord jobs for it are held meanwhile
     /// (see [`super::directord`]).
@@ -93,6 +99,7 @@ impl Session {
             conn: Mutex::new(None),
             info: Mutex::new(Info::default()),
             pending: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashSet::new()),
             rebooting: Mutex::new(None),
             changes: watch::channel(0).0,
         }
@@ -142,6 +149,27 @@ impl Session {
     }
 
     /// Sends request `id` on the current connection and notes which one it went out on.
+    /// Acknowledges the result of request `id` on the current connection (if there is none,
+    /// the minion sends the result again after reconnecting and gets its ack then).
+    fn ack(&self, id: &str) {
+        if let Some(c) = lock(&self.conn).as_ref() {
+            let _ = c.tx.send(Frame::Ack { id: id.to_owned() });
+        }
+    }
+
+    /// The result of the held request `id` is committed (or lost: `stored` false): the
+    /// journal entry closes, then the minion may forget it.
+    fn release(&self, id: &str, journal: &Journal, stored: bool) {
+        if !stored {
+            tracing::error!(minion = %self.name, %id, "the result of this request could not be stored in the history");
+        }
+        // Journal first: a copy arriving in between is still ignored as held, never taken
+        // as a late delivery.
+        journal.done(id);
+        lock(&self.held).remove(id);
+        self.ack(id);
+    }
+
     fn send_request(&self, id: &str, op: &Op) -> bool {
         let Some((tx, generation)) = lock(&self.conn)
             .as_ref()
@@ -722,15 +750,25 @@ impl Hub {
                     match pending.get_mut(&id) {
                         Some(p) if seq > p.last_seq => {
                             p.last_seq = seq;
-                            p.result.take()
+                            p.result.take().map(|r| (r, p.hold_ack))
                         }
                         _ => None,
                     }
                 };
                 match taken {
-                    Some(r) => {
+                    Some((r, true)) => {
+                        // Acknowledged by `Session::release` once recorded.
+                        lock(&session.held).insert(id.clone());
+                        if r.send(reply).is_ok() {
+                            return;
+                        }
+                        // Nobody waits any more: nothing will record it.
+                        lock(&session.held).remove(&id);
+                    }
+                    Some((r, false)) => {
                         let _ = r.send(reply);
                     }
+                    None if lock(&session.held).contains(&id) => return,
                     None if lock(&session.pending).contains_key(&id) => {
                         // A copy of a result already taken.
                     }
@@ -781,17 +819,31 @@ pub struct RemoteMinion {
 struct PendingGuard {
     session: Arc<Session>,
     id: String,
-    journal: Option<Arc<Journal>>,
+    /// The recorded run that journaled this request, with the steps it performs.
+    journaled: Option<(Arc<RunJournal>, Vec<i64>)>,
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
+        let held = lock(&self.session.held).contains(&self.id);
         // Journal first: a frame arriving in between still finds the pending entry, so it is
         // never taken as a late delivery.
-        if let Some(j) = &self.journal {
-            j.done(&self.id);
+        if let (Some((run, _)), false) = (&self.journaled, held) {
+            run.journal().done(&self.id);
         }
         lock(&self.session.pending).remove(&self.id);
+        // A result received is acknowledged (and its entry closed) once it is in the
+        // history: after its steps ended (the routine records them once the request
+        // returns), else with what is queued now (its events, forwarded before this).
+        if let (Some((run, steps)), true) = (self.journaled.take(), held) {
+            let (session, journal, id) =
+                (self.session.clone(), run.journal().clone(), self.id.clone());
+            run.release_when_recorded(
+                &self.session.name,
+                steps,
+                Box::new(move |stored| session.release(&id, &journal, stored)),
+            );
+        }
     }
 }
 
@@ -809,10 +861,11 @@ impl RemoteMinion {
     /// `.await`: requests begun one after another reach the minion in that order (a
     /// Directord queue relies on it to pipeline its jobs).
     fn begin(&self, op: Op) -> InFlight {
-        self.begin_as(self.hub.new_id(), op)
+        self.begin_as(self.hub.new_id(), op, false)
     }
 
-    fn begin_as(&self, id: String, op: Op) -> InFlight {
+    /// `hold_ack`: acknowledge the result only once [`Session::release`]d.
+    fn begin_as(&self, id: String, op: Op, hold_ack: bool) -> InFlight {
         let (etx, events) = mpsc::unbounded_channel();
         let (rtx, result) = oneshot::channel();
         lock(&self.session.pending).insert(
@@ -822,6 +875,7 @@ impl RemoteMinion {
                 result: Some(rtx),
                 last_seq: 0,
                 sent_on: None,
+                hold_ack,
             },
         );
         let sent = self.session.send_request(&id, &op);
@@ -829,7 +883,7 @@ impl RemoteMinion {
             guard: PendingGuard {
                 session: self.session.clone(),
                 id,
-                journal: None,
+                journaled: None,
             },
             op,
             sent,
@@ -845,8 +899,9 @@ impl RemoteMinion {
         let mut journaled = None;
         if let Some(run) = &self.journal {
             if let Some(entry) = run.entry(&id, &self.session.name, &op) {
+                let steps = entry.steps.clone();
                 match run.journal().sent(entry).await {
-                    Ok(()) => journaled = Some(run.journal().clone()),
+                    Ok(()) => journaled = Some((run.clone(), steps)),
                     Err(e) => tracing::warn!(
                         minion = %self.session.name,
                         "not journaled (its result is lost if the master restarts while it runs): {e}"
@@ -854,8 +909,8 @@ impl RemoteMinion {
                 }
             }
         }
-        let mut f = self.begin_as(id, op);
-        f.guard.journal = journaled;
+        let mut f = self.begin_as(id, op, journaled.is_some());
+        f.guard.journaled = journaled;
         self.finish(f, sink).await
     }
 

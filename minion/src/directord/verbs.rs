@@ -1276,21 +1276,24 @@ fn facter_exec(c: &Ctx) -> JobOutput {
         a.extend(["--external-dir".into(), d.into()]);
     }
     let r = prog("facter", &a, &c.env_pairs());
-    if !r.ok {
-        return JobOutput {
-            stdout: r.stdout,
-            ..JobOutput::fail(r.stderr)
-        };
-    }
+    // Facter 4 exits 1 when it logged any error, even one fact it could not resolve (in a
+    // container: reading /proc/1/environ), yet still prints every other fact. Facts printed
+    // are facts to store; its errors stay in stderr.
     match serde_json::from_str::<Value>(&r.stdout) {
-        Ok(v) => {
+        Ok(v @ Value::Object(_)) => {
             let mut m = Map::new();
             m.insert("facter".into(), v);
             JobOutput {
                 set_args: Some(m),
+                stderr: r.stderr,
                 ..JobOutput::ok(r.stdout)
             }
         }
+        _ if !r.ok => JobOutput {
+            stdout: r.stdout,
+            ..JobOutput::fail(r.stderr)
+        },
+        Ok(_) => JobOutput::fail("facter printed JSON that is not an object of facts"),
         Err(e) => JobOutput::fail(format!("facter printed invalid JSON: {e}")),
     }
 }
