@@ -58,6 +58,13 @@ struct Pending {
     hold_ack: bool,
 }
 
+/// See [`Session::described`].
+#[derive(Default)]
+struct DescribeCache {
+    epoch: (u64, u64),
+    kinds: HashMap<String, Option<Described>>,
+}
+
 struct Conn {
     tx: mpsc::UnboundedSender<Frame>,
     generation: u64,
@@ -84,6 +91,14 @@ pub struct Session {
     /// not acknowledged until it is (a master dying meanwhile gets it again from the minion's
     /// spool after its restart), and copies re-sent meanwhile are ignored.
     held: Mutex<HashSet<String>>,
+    /// What this minion's resources said in `describe`, for the connection (generation) and
+    /// install epoch that answered. The agent answers `describe` from its own cache for as
+    /// long as it runs, forgetting a kind only when the master installs one, so the answers
+    /// hold until the minion reconnects or something is installed: a run needs no round trip
+    /// for them.
+    described: Mutex<DescribeCache>,
+    /// Bumped by every install of a user component.
+    installs: AtomicU64,
     /// Set to the connection (generation) a REBOOT went out on: the minion is inactive until
     /// it connects again (a later generation), so Directord jobs for it are held meanwhile
     /// (see [`super::directord`]).
@@ -100,6 +115,8 @@ impl Session {
             info: Mutex::new(Info::default()),
             pending: Mutex::new(HashMap::new()),
             held: Mutex::new(HashSet::new()),
+            described: Mutex::new(DescribeCache::default()),
+            installs: AtomicU64::new(0),
             rebooting: Mutex::new(None),
             changes: watch::channel(0).0,
         }
@@ -149,6 +166,35 @@ impl Session {
     }
 
     /// Sends request `id` on the current connection and notes which one it went out on.
+    /// The connection (generation) and install epoch `describe` answers are cached for, if
+    /// connected.
+    fn describe_epoch(&self) -> Option<(u64, u64)> {
+        let generation = lock(&self.conn).as_ref().map(|c| c.generation)?;
+        Some((generation, self.installs.load(Ordering::SeqCst)))
+    }
+
+    /// The cached `describe` of `kind`, if answered in `epoch`.
+    fn cached_describe(&self, epoch: (u64, u64), kind: &str) -> Option<Option<Described>> {
+        let c = lock(&self.described);
+        (c.epoch == epoch).then(|| c.kinds.get(kind).cloned())?
+    }
+
+    /// Caches the answer of a `describe` of `kind` asked in `epoch`, if that is still the
+    /// current one.
+    fn cache_describe(&self, epoch: (u64, u64), kind: &str, d: &Option<Described>) {
+        if self.describe_epoch() != Some(epoch) {
+            return;
+        }
+        let mut c = lock(&self.described);
+        if c.epoch != epoch {
+            *c = DescribeCache {
+                epoch,
+                kinds: HashMap::new(),
+            };
+        }
+        c.kinds.insert(kind.to_owned(), d.clone());
+    }
+
     /// Acknowledges the result of request `id` on the current connection (if there is none,
     /// the minion sends the result again after reconnecting and gets its ack then).
     fn ack(&self, id: &str) {
@@ -1056,6 +1102,11 @@ impl MinionLink for RemoteMinion {
         if let Some(d) = lock(&self.described).get(kind) {
             return Ok(d.clone());
         }
+        let epoch = self.session.describe_epoch();
+        if let Some(d) = epoch.and_then(|e| self.session.cached_describe(e, kind)) {
+            lock(&self.described).insert(kind.to_owned(), d.clone());
+            return Ok(d);
+        }
         let v = self
             .request(Op::Describe { kind: kind.into() }, &runner::NullSink)
             .await?;
@@ -1072,6 +1123,9 @@ impl MinionLink for RemoteMinion {
             batch: v.get("batch").and_then(Value::as_bool).unwrap_or(false),
             schema: v.get("doc").and_then(|d| d.get("schema")).cloned(),
         });
+        if let Some(e) = epoch {
+            self.session.cache_describe(e, kind, &d);
+        }
         lock(&self.described).insert(kind.to_owned(), d.clone());
         Ok(d)
     }
@@ -1104,7 +1158,14 @@ impl RemoteMinion {
     /// Sends `op` (a content transfer step or an install, see [`super::transfer`]) and
     /// waits for its answer.
     pub async fn call_op(&self, op: Op) -> Result<Value, LinkError> {
-        self.request(op, &runner::NullSink).await
+        let install = matches!(op, Op::Install { .. });
+        let r = self.request(op, &runner::NullSink).await;
+        if install {
+            // The agent forgot the kind's describe: so does every cache of it here. A
+            // describe answered meanwhile is not cached (its epoch is over).
+            self.session.installs.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     }
 }
 
@@ -1125,5 +1186,52 @@ impl Hub {
             }
         }
         idle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(s: &Session, generation: u64) {
+        *lock(&s.conn) = Some(Conn {
+            tx: mpsc::unbounded_channel().0,
+            generation,
+            cut: Arc::new(tokio::sync::Notify::new()),
+        });
+    }
+
+    #[test]
+    fn describe_answers_hold_for_one_connection_until_an_install() {
+        let s = Session::new("web1");
+        assert_eq!(s.describe_epoch(), None, "not connected: nothing cached");
+        connect(&s, 1);
+        let epoch = s.describe_epoch().unwrap();
+        let file = Some(Described {
+            identity: vec!["path".into()],
+            batch: true,
+            schema: None,
+        });
+        assert_eq!(s.cached_describe(epoch, "file"), None);
+        s.cache_describe(epoch, "file", &file);
+        s.cache_describe(epoch, "nothing", &None);
+        assert_eq!(s.cached_describe(epoch, "file"), Some(file.clone()));
+        assert_eq!(s.cached_describe(epoch, "nothing"), Some(None));
+
+        // An install makes the agent forget: so does the cache, and an answer to a describe
+        // asked before it is not kept.
+        s.installs.fetch_add(1, Ordering::SeqCst);
+        let after = s.describe_epoch().unwrap();
+        assert_ne!(after, epoch);
+        assert_eq!(s.cached_describe(after, "file"), None);
+        s.cache_describe(epoch, "file", &file);
+        assert_eq!(s.cached_describe(after, "file"), None);
+        s.cache_describe(after, "file", &file);
+        assert_eq!(s.cached_describe(after, "file"), Some(file.clone()));
+
+        // A new connection may be a new agent: asked again.
+        connect(&s, 2);
+        let again = s.describe_epoch().unwrap();
+        assert_eq!(s.cached_describe(again, "file"), None);
     }
 }
