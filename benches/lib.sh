@@ -14,10 +14,12 @@ ulimit -n 65536 2>/dev/null || true
 "$ingot" init master m >/dev/null
 "$ingot" certs init --master m >/dev/null
 
-# start_master [PORT]: serves on 127.0.0.1:PORT (default: any); sets $master and $port.
+# start_master [PORT]: serves on 127.0.0.1:PORT (default: any), with $MASTER_ARGS; sets
+# $master and $port.
 start_master() {
   log="master-$(date +%s%N).log"
-  "$ingot" master --master m serve --listen "127.0.0.1:${1:-0}" >/dev/null 2>"$log" &
+  # shellcheck disable=SC2086
+  "$ingot" master --master m serve --listen "127.0.0.1:${1:-0}" ${MASTER_ARGS:-} >/dev/null 2>"$log" &
   master=$!
   pids="$pids $master"
   port=""

@@ -1020,3 +1020,57 @@ fn manage_lists_jobs_still_running_as_processing() {
     let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(gated(&all), rows);
 }
+
+#[test]
+fn a_restart_of_the_master_leaves_an_unfinished_orchestration_interrupted_not_running() {
+    use std::time::Duration;
+    let mut fleet = Fleet::start(5);
+    fleet.minion_tree("i1", "");
+    fleet.start_minion("i1", "machine-i1", None);
+    fleet.wait_connected(&["i1"]);
+    let d = fleet.path().to_owned();
+    // The job waits for the test (at most 15 s, so a failed test leaves no shell behind).
+    let gate = d.join("release");
+    std::fs::write(
+        d.join("gated.yaml"),
+        format!(
+            "- name: gated\n  jobs:\n  \
+             - RUN: '--skip-cache i=0; until [ -e {} ] || [ $i -ge 300 ]; do sleep 0.05; i=$((i+1)); done'\n",
+            gate.display()
+        ),
+    )
+    .unwrap();
+    let client = ingot(&d)
+        .args(["orchestrate", "gated.yaml", "--master"])
+        .arg(fleet.master_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sent = crate::net_support::wait_for(Duration::from_secs(20), || {
+        let rows = manage_json(&fleet, &["--list-jobs", "--filter", "processing"]);
+        (rows.as_array()?.len() == 1).then_some(())
+    });
+    assert!(sent.is_some(), "{}", fleet.master_log());
+
+    fleet.kill_master();
+    let o = client.wait_with_output().unwrap();
+    assert!(!o.status.success(), "the client sees its master go");
+    fleet.start_master(5);
+    fleet.wait_connected(&["i1"]);
+    std::fs::write(&gate, "").unwrap();
+
+    let runs = |status: &str| fleet.runs_with_status(status);
+    assert_eq!(runs("running"), Vec::<serde_json::Value>::new());
+    let interrupted = runs("interrupted");
+    assert_eq!(interrupted.len(), 1, "{interrupted:#?}");
+    assert_eq!(
+        interrupted[0]["command"][1], "orchestrate",
+        "{interrupted:#?}"
+    );
+    // Nothing is processing any more: the master that ran it is gone.
+    assert_eq!(
+        manage_json(&fleet, &["--list-jobs", "--filter", "processing"]),
+        serde_json::json!([])
+    );
+}

@@ -575,23 +575,7 @@ echo "[{\"kind\":\"slow\",\"name\":\"$me\"}]"
     fleet.wait_connected(&names);
 
     // The run was marked interrupted at start-up.
-    let list = |status: &str| -> Vec<serde_json::Value> {
-        let out = output(ingot(&d).args([
-            "history",
-            "--history",
-            "m/logs/history.db",
-            "list",
-            "--json",
-            "--status",
-            status,
-        ]));
-        assert!(out.status.success());
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    };
+    let list = |status: &str| fleet.runs_with_status(status);
     let interrupted = list("interrupted");
     assert_eq!(interrupted.len(), 1, "{interrupted:?}");
     assert!(list("running").is_empty());

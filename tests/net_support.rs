@@ -135,6 +135,25 @@ impl Fleet {
             .unwrap_or_else(|| panic!("no enrollment port: {text}"));
     }
 
+    /// `ingot history list --json --status STATUS` from the master's history.
+    pub fn runs_with_status(&self, status: &str) -> Vec<serde_json::Value> {
+        let out = output(ingot(self.path()).args([
+            "history",
+            "--history",
+            "m/logs/history.db",
+            "list",
+            "--json",
+            "--status",
+            status,
+        ]));
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     /// `ingot history show RUN --json` from the master's history.
     pub fn history_show(&self, run: &str) -> std::process::Output {
         output(

@@ -612,6 +612,7 @@ pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, St
                     .unwrap_or_else(super::agent::machine_id),
                 max_backoff: Duration::try_from_secs_f64(a.max_backoff)
                     .map_err(|e| format!("--max-backoff: {e}"))?,
+                trim_code: true,
             };
             let agent = super::agent::Agent::new(opts).map_err(|e| e.to_string())?;
             super::agent::trim_resident_code();
@@ -697,6 +698,8 @@ fn swarm(rt: &tokio::runtime::Runtime, a: &SwarmArgs) -> Result<i32, String> {
                 master: a.master.clone(),
                 machine_id: format!("swarm-{n}"),
                 max_backoff: Duration::from_secs(5),
+                // A thousand identities share this process's code.
+                trim_code: false,
             })
             .map_err(|e| e.to_string())?;
             tokio::spawn(async move {

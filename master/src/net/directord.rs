@@ -470,6 +470,18 @@ pub async fn run(
     let jobs: Vec<&Job> = req.jobs.iter().collect();
     let recording =
         super::jobs::Recording::start(history.as_ref(), &hub, &req.origin, &jobs).map(Arc::new);
+    // Journaled as open (on disk before any job goes out), so a restart of this master marks
+    // the run interrupted instead of leaving it running in the history for ever.
+    let journaled = match (&recording, hub.journal()) {
+        (Some(r), Some(j)) => match j.open_run(r.id()).await {
+            Ok(()) => Some((j.clone(), r.id().to_owned())),
+            Err(e) => {
+                tracing::warn!(run = %r.id(), "not journaled (a restart of the master would leave it running in the history): {e}");
+                None
+            }
+        },
+        _ => None,
+    };
     let live = Arc::new(
         hub.directord_jobs().track(
             &req.jobs,
@@ -523,6 +535,9 @@ pub async fn run(
     }
     if let Some(r) = recording {
         stdout.push_str(&r.finish(!failed.is_empty()));
+    }
+    if let Some((journal, run)) = journaled {
+        journal.close_run(&run);
     }
     // Only now that the run is stored may its jobs leave the master's list.
     drop(live);
