@@ -56,7 +56,8 @@ pub const WINDOW: usize = 4;
 /// Chunks on their way to all minions at once (bounds the master's memory).
 pub const CHUNKS_IN_FLIGHT: usize = 16;
 
-/// How long the master's store keeps content nobody used.
+/// How long a store keeps content nobody used: the master's `MASTER/transfer/` and each
+/// minion's `CACHE/transfer/` (using content, or asking whether it is held, renews it).
 pub const KEEP: Duration = Duration::from_secs(24 * 3600);
 
 static CHUNK_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CHUNKS_IN_FLIGHT);
@@ -660,7 +661,10 @@ impl Inbox {
     /// started (replacing one left by an interrupted transfer).
     pub fn begin(&self, sha: &str, size: u64) -> Result<bool, String> {
         let sha = checked_sha(sha)?;
-        if self.dir.join(sha).is_file() {
+        let held = self.dir.join(sha);
+        if held.is_file() {
+            // Wanted again: kept another [`KEEP`] from now.
+            touch(&held);
             return Ok(true);
         }
         std::fs::create_dir_all(&self.dir)
@@ -757,6 +761,9 @@ impl Inbox {
         })();
         if checked.is_err() {
             let _ = std::fs::remove_file(&part);
+        } else {
+            // Content nobody asked for in [`KEEP`], and parts abandoned as long, go.
+            prune(&self.dir, KEEP);
         }
         checked
     }
@@ -894,6 +901,43 @@ mod tests {
             })
             .unwrap_err();
         assert!(e.starts_with("Data integrity failure"), "{e}");
+    }
+
+    #[test]
+    fn a_minion_keeps_received_content_while_it_is_wanted_and_prunes_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("transfer");
+        let inbox = Inbox::new(&dir);
+        let receive = |content: &[u8]| {
+            let whole = sha(content);
+            assert!(!inbox.begin(&whole, content.len() as u64).unwrap());
+            inbox.chunk(&whole, 0, &whole, content).unwrap();
+            inbox.end(&whole, content.len() as u64).unwrap();
+            whole
+        };
+        let age = |path: &Path| {
+            let two_days = SystemTime::now() - 2 * KEEP;
+            std::fs::File::options()
+                .append(true)
+                .open(path)
+                .unwrap()
+                .set_modified(two_days)
+                .unwrap();
+        };
+        let (wanted, unused) = (receive(b"wanted"), receive(b"unused"));
+        let abandoned = inbox.part(&sha(b"abandoned"));
+        std::fs::write(&abandoned, b"half").unwrap();
+        for p in [dir.join(&wanted), dir.join(&unused), abandoned.clone()] {
+            age(&p);
+        }
+        // Asked for again (a job needs it): renewed.
+        assert!(inbox.begin(&wanted, 6).unwrap());
+        // The next content received sweeps what nobody wanted for longer than KEEP.
+        let fresh = receive(b"fresh");
+        assert!(dir.join(&wanted).is_file());
+        assert!(dir.join(&fresh).is_file());
+        assert!(!dir.join(&unused).exists(), "unused for two days");
+        assert!(!abandoned.exists(), "abandoned for two days");
     }
 
     async fn upload_replies(master: &Path, content: &[u8], sent: &[u8]) -> Vec<ControlReply> {
