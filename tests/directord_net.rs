@@ -806,6 +806,19 @@ fn job_wait_asks_the_listed_minions_through_the_master() {
         assert_eq!(o.status.code(), Some(1), "{out}");
         assert!(out.contains(why), "{out}");
     }
+    // `JOB_WAIT --timeout 60` for `sha` on w1, from w2, left running for a second.
+    fn job_wait_in_background(fleet: &Fleet, sha: &str) -> std::process::Child {
+        let child = ingot(fleet.path())
+            .args(["exec", "--stream", "--target", "w2", "--verb", "JOB_WAIT"])
+            .arg("--master")
+            .arg(fleet.master_dir())
+            .arg(format!("--timeout 60 --identity w1 {sha}"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        child
+    }
     // A job that succeeded on w1: JOB_WAIT on w2 for it succeeds (w2 never ran it).
     let o = exec_on(&fleet, "w1", "RUN", "echo done on w1");
     assert!(o.status.success(), "{}", text(&o));
@@ -845,15 +858,7 @@ fn job_wait_asks_the_listed_minions_through_the_master() {
     let o = exec_on(&fleet, "w2", "RUN", "echo later");
     assert!(o.status.success(), "{}", text(&o));
     let later = last_sha();
-    let waiting = ingot(fleet.path())
-        .args(["exec", "--stream", "--target", "w2", "--verb", "JOB_WAIT"])
-        .arg("--master")
-        .arg(fleet.master_dir())
-        .arg(format!("--timeout 60 --identity w1 {later}"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    let waiting = job_wait_in_background(&fleet, &later);
     let o = exec_on(&fleet, "w1", "RUN", "echo later");
     assert!(o.status.success(), "{}", text(&o));
     let o = waiting.wait_with_output().unwrap();
@@ -874,16 +879,29 @@ fn job_wait_asks_the_listed_minions_through_the_master() {
     );
     assert!(start.elapsed() >= Duration::from_secs(2));
 
-    // A minion that is away: named, with its state.
+    // A minion that is away and stays away: named, with its state, after the --timeout.
     fleet.kill_minion("w1");
     let gone = crate::net_support::wait_for(Duration::from_secs(20), || {
         (fleet.state_of("w1").as_deref() == Some("expired")).then_some(())
     });
     assert!(gone.is_some(), "{:?}", fleet.nodes());
+    let start = Instant::now();
     job_wait_fails(
         &fleet,
-        format!("--timeout 5 --identity w1 {done}"),
-        "w1 is not connected to the master",
+        format!("--timeout 2 --identity w1 {done}"),
+        "w1 is not connected to the master (expired) and did not connect within 2s",
+    );
+    assert!(start.elapsed() >= Duration::from_secs(2));
+
+    // One that comes back within the --timeout (a restart, a reboot) is asked then.
+    let waiting = job_wait_in_background(&fleet, &done);
+    fleet.start_minion("w1", "machine-w1", None);
+    let o = waiting.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}\n{}", fleet.master_log());
+    assert!(
+        out.contains(&format!("job {done} completed on w1")),
+        "{out}"
     );
 }
 

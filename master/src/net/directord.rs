@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt as _};
 use minion::directord::cache::Cache;
@@ -334,16 +334,30 @@ async fn job_wait(
     identities.sort();
     identities.dedup();
     let asks = identities.iter().map(|id| async move {
-        let Some(s) = hub.connected_session(id) else {
-            let state = hub.nodes().into_iter().find(|n| n.name == *id).map(|n| n.state);
-            return Err(match state {
-                None => format!("{id} is not a minion of this master (no certificate was issued to that name; see `ingot manage --list-nodes`)"),
-                Some(state) => format!("{id} is not connected to the master ({state}; see `ingot manage --list-nodes`)"),
-            });
+        let limit = Duration::from_secs(limit_secs);
+        let asked = Instant::now();
+        let state = || hub.nodes().into_iter().find(|n| n.name == *id).map(|n| n.state);
+        if hub.connected_session(id).is_none() {
+            match state().as_deref() {
+                None => return Err(format!("{id} is not a minion of this master (no certificate was issued to that name; see `ingot manage --list-nodes`)")),
+                Some("revoked") => return Err(format!("{id}'s certificate is revoked: it cannot connect to answer")),
+                Some(_) => {}
+            }
+        }
+        // A minion that is away (rebooting, restarting) may come back within the limit.
+        let s = loop {
+            if let Some(s) = hub.connected_session(id) {
+                break s;
+            }
+            if asked.elapsed() >= limit {
+                let state = state().unwrap_or_else(|| "forgotten".to_owned());
+                return Err(format!("{id} is not connected to the master ({state}) and did not connect within {limit_secs}s (JOB_WAIT's --timeout; see `ingot manage --list-nodes`)"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let op = Op::JobState {
             sha3_224: sha.to_owned(),
-            limit_secs,
+            limit_secs: limit_secs.saturating_sub(asked.elapsed().as_secs()),
         };
         // The agent keeps to the limit; this bounds one that never answers.
         let bound = Duration::from_secs(limit_secs.saturating_add(30));
