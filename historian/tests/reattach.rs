@@ -13,6 +13,16 @@ fn said(text: &str) -> channel3::Event {
     ))
 }
 
+/// The start of a `file` conform on web1 wanting `desired`.
+fn conform_of_file(desired: serde_json::Value) -> StepStart {
+    StepStart {
+        minion: "web1".into(),
+        kind: "file".into(),
+        action: "conform".into(),
+        desired,
+    }
+}
+
 #[test]
 fn a_run_left_running_is_interrupted_then_completed_by_late_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,12 +32,9 @@ fn a_run_left_running_is_interrupted_then_completed_by_late_results() {
         let run = history
             .start_run(RunMeta::current(vec!["web1".into()]))
             .unwrap();
-        let step = run.begin_step(StepStart {
-            minion: "web1".into(),
-            kind: "file".into(),
-            action: "conform".into(),
-            desired: json!({"path": "/a", "token": "s3cret", "sensitive": ["token"]}),
-        });
+        let step = run.begin_step(conform_of_file(
+            json!({"path": "/a", "token": "s3cret", "sensitive": ["token"]}),
+        ));
         step.sink().emit(said("before the crash\n"));
         history.flush().unwrap();
         let id = run.id().to_owned();
@@ -48,12 +55,7 @@ fn a_run_left_running_is_interrupted_then_completed_by_late_results() {
     // Step 1 was stored: it keeps its start; step 2 never was: it is created.
     run.end_step(
         1,
-        StepStart {
-            minion: "web1".into(),
-            kind: "file".into(),
-            action: "conform".into(),
-            desired: json!({"sensitive": ["token"]}),
-        },
+        conform_of_file(json!({"sensitive": ["token"]})),
         StepEnd {
             after: Some(json!({"path": "/a", "token": "s3cret"})),
             outcome: Some(StepOutcome::Changed),
@@ -64,12 +66,7 @@ fn a_run_left_running_is_interrupted_then_completed_by_late_results() {
     );
     run.end_step(
         2,
-        StepStart {
-            minion: "web1".into(),
-            kind: "file".into(),
-            action: "conform".into(),
-            desired: serde_json::Value::Null,
-        },
+        conform_of_file(serde_json::Value::Null),
         StepEnd {
             outcome: Some(StepOutcome::Failed),
             error: Some("no space left".into()),
@@ -125,12 +122,7 @@ fn after_commit_runs_once_what_came_before_is_stored() {
     let run = history
         .start_run(RunMeta::current(vec!["web1".into()]))
         .unwrap();
-    let step = run.begin_step(StepStart {
-        minion: "web1".into(),
-        kind: "file".into(),
-        action: "conform".into(),
-        desired: json!({"path": "/a"}),
-    });
+    let step = run.begin_step(conform_of_file(json!({"path": "/a"})));
     step.finish(StepEnd {
         outcome: Some(StepOutcome::Changed),
         ..StepEnd::default()

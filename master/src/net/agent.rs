@@ -44,8 +44,9 @@ pub struct AgentOptions {
     pub machine_id: String,
     /// The longest wait between reconnection attempts.
     pub max_backoff: Duration,
-    /// Once welcomed, let the kernel drop the code the connection needed (see
-    /// [`trim_resident_code`]): for an agent alone in its process, not a swarm.
+    /// Let the kernel drop the code start-up needed, and again once welcomed the code the
+    /// connection needed (see [`trim_resident_code`]): for an agent alone in its process,
+    /// not a swarm.
     pub trim_code: bool,
 }
 
@@ -72,7 +73,7 @@ pub enum AgentError {
 /// fault) leave megabytes of unrelated code resident. Only read-and-execute mappings of the
 /// executable itself are touched: they are never written, so nothing is lost (the pages stay
 /// in the page cache and fault back in as needed). Best effort; Linux only.
-pub fn trim_resident_code() {
+fn trim_resident_code() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
@@ -483,6 +484,9 @@ impl Agent {
     pub async fn run(self: Arc<Self>) -> Result<(), AgentError> {
         // Fail early on missing material; reloaded at every attempt (renewals).
         super::tls::client_config(&self.opts.minion.join("certs"))?;
+        if self.opts.trim_code {
+            trim_resident_code();
+        }
         let mut backoff = Duration::from_millis(250);
         loop {
             let connector = match super::tls::client_config(&self.opts.minion.join("certs")) {

@@ -615,7 +615,6 @@ pub fn minion(rt: &tokio::runtime::Runtime, args: &MinionArgs) -> Result<i32, St
                 trim_code: true,
             };
             let agent = super::agent::Agent::new(opts).map_err(|e| e.to_string())?;
-            super::agent::trim_resident_code();
             rt.block_on(async move {
                 tokio::select! {
                     r = agent.run() => r.map(|_| 0).map_err(|e| e.to_string()),

@@ -340,7 +340,7 @@ async fn job_wait(
         if hub.connected_session(id).is_none() {
             match state().as_deref() {
                 None => return Err(format!("{id} is not a minion of this master (no certificate was issued to that name; see `ingot manage --list-nodes`)")),
-                Some("revoked") => return Err(format!("{id}'s certificate is revoked: it cannot connect to answer")),
+                Some("revoked") => return Err(format!("{id}'s certificate is revoked, so it cannot connect to answer: issue it a new one (`ingot certs issue {id}`) or leave it out of --identity")),
                 Some(_) => {}
             }
         }
@@ -488,7 +488,7 @@ pub async fn run(
     // the run interrupted instead of leaving it running in the history for ever.
     let journaled = match (&recording, hub.journal()) {
         (Some(r), Some(j)) => match j.open_run(r.id()).await {
-            Ok(()) => Some((j.clone(), r.id().to_owned())),
+            Ok(()) => Some(j.clone()),
             Err(e) => {
                 tracing::warn!(run = %r.id(), "not journaled (a restart of the master would leave it running in the history): {e}");
                 None
@@ -549,9 +549,9 @@ pub async fn run(
     }
     if let Some(r) = recording {
         stdout.push_str(&r.finish(!failed.is_empty()));
-    }
-    if let Some((journal, run)) = journaled {
-        journal.close_run(&run);
+        if let Some(journal) = journaled {
+            journal.close_run(r.id());
+        }
     }
     // Only now that the run is stored may its jobs leave the master's list.
     drop(live);

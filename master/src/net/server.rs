@@ -165,7 +165,6 @@ impl Session {
         }
     }
 
-    /// Sends request `id` on the current connection and notes which one it went out on.
     /// The connection (generation) and install epoch `describe` answers are cached for, if
     /// connected.
     fn describe_epoch(&self) -> Option<(u64, u64)> {
@@ -207,7 +206,7 @@ impl Session {
     /// journal entry closes, then the minion may forget it.
     fn release(&self, id: &str, journal: &Journal, stored: bool) {
         if !stored {
-            tracing::error!(minion = %self.name, %id, "the result of this request could not be stored in the history");
+            tracing::error!(minion = %self.name, %id, "the result of this request could not be stored in the history (acknowledged anyway, its step stays without an outcome): check the history database's disk and the errors logged before this");
         }
         // Journal first: a copy arriving in between is still ignored as held, never taken
         // as a late delivery.
@@ -216,6 +215,7 @@ impl Session {
         self.ack(id);
     }
 
+    /// Sends request `id` on the current connection and notes which one it went out on.
     fn send_request(&self, id: &str, op: &Op) -> bool {
         let Some((tx, generation)) = lock(&self.conn)
             .as_ref()
@@ -871,7 +871,8 @@ struct PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        let held = lock(&self.session.held).contains(&self.id);
+        // Only a journaled request's result is ever held.
+        let held = self.journaled.is_some() && lock(&self.session.held).contains(&self.id);
         // Journal first: a frame arriving in between still finds the pending entry, so it is
         // never taken as a late delivery.
         if let (Some((run, _)), false) = (&self.journaled, held) {
