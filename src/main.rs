@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a program through the runner: its output labelled as channel3 events.
-    Run(master::cli::RunArgs),
+    Run(master::program::RunArgs),
     /// Review recorded runs: list, show, follow, export, prune, stats.
     History(historian::cli::HistoryArgs),
     /// Lay out a directory tree (`ingot init minion DIR`).
@@ -40,7 +40,7 @@ enum Command {
     /// Run one resource action: resources/KIND ACTION with the state (JSON) from stdin.
     Resource(minion::cli::ResourceArgs),
     /// Converge a minion: facts → prescribe → inspect → choreograph → perform, until done.
-    Apply(master::cli::ApplyArgs),
+    Apply(master::apply::ApplyArgs),
     /// Directord: run one verb string (`--verb RUN 'echo hi'`) on a local minion (--minion) or
     /// through the running master (--master).
     Exec(minion::directord::cli::ExecArgs),
@@ -48,17 +48,20 @@ enum Command {
     /// running master (--master).
     Orchestrate(minion::directord::cli::OrchestrateArgs),
     /// The master's private CA: init, issue, list, revoke minion certificates.
-    Certs(master::net::cli::CertsArgs),
+    Certs(master::ca::command::CertsArgs),
     /// The master server (`serve`), runs through it (`run --targets GLOB...`), its nodes.
-    Master(master::net::cli::MasterArgs),
+    Master(master::daemon::MasterArgs),
     /// The minion agent (`serve`): connects out to the master and runs its requests.
-    Minion(master::net::cli::MinionArgs),
+    Minion {
+        #[command(subcommand)]
+        what: MinionWhat,
+    },
     /// Directord's manage: nodes (--list-nodes, --purge-nodes), the jobs run through the
     /// master (--list-jobs, --job-info, --analyze-job, --analyze-parent, --export-jobs,
     /// --purge-jobs), the minions' caches (--dump-cache).
-    Manage(master::net::cli::ManageArgs),
+    Manage(master::daemon::ManageArgs),
     /// Print a systemd unit file for the master or the minion agent.
-    SystemdUnit(master::net::cli::SystemdUnitArgs),
+    SystemdUnit(master::systemd::SystemdUnitArgs),
     /// Bootstrap hosts over SSH from catalogs (RUN, ADD, GET; builtin:install|rotate|upgrade).
     Bootstrap(master::bootstrap::BootstrapArgs),
     /// Benchmark workloads on real processes and files.
@@ -75,11 +78,22 @@ enum BenchWhat {
 }
 
 #[derive(Subcommand)]
+enum MinionWhat {
+    /// Connect to the master and run its requests (reconnecting as needed).
+    Serve(minion::agent::command::ServeArgs),
+    /// Run N minion identities in one process (load tests, as Salt's minionswarm).
+    Swarm(master::swarm::SwarmArgs),
+    /// Get a certificate: generate the key here, have the master sign it (after `ingot certs
+    /// accept NAME`, or at once with --token).
+    Enroll(minion::agent::command::EnrollArgs),
+}
+
+#[derive(Subcommand)]
 enum InitWhat {
     /// A minion tree: logs/, certs/, cache/, facts/, resources/, built-ins linked to this binary.
     Minion(minion::cli::InitMinionArgs),
     /// A master tree: logs/, certs/, actors/, resources/.
-    Master(master::cli::InitMasterArgs),
+    Master(master::layout::InitMasterArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,7 +109,8 @@ fn main() -> ExitCode {
             )
             .with_writer(std::io::stderr)
             .init();
-        let code = minion::busybox(std::ffi::OsStr::new(&name), &args).unwrap_or(2);
+        let code =
+            minion::busybox(std::ffi::OsStr::new(&name), &args).unwrap_or(runner::exit::USAGE);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     // Before anything else opens a file: our own fd 3 (if a parent runner gave us one) must not
@@ -104,7 +119,7 @@ fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().collect();
     if let Err(e) = master::config::apply_to_env(&args) {
         eprintln!("ingot: error: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(runner::exit::USAGE as u8);
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -117,7 +132,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("ingot: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&e) as u8)
         }
     }
 }
@@ -134,27 +149,31 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         Command::Init {
             what: InitWhat::Master(a),
         } => {
-            master::cli::init_master(&a).context("laying out the master tree")?;
+            master::layout::init_master(&a).context("laying out the master tree")?;
             Ok(0)
         }
-        Command::Apply(a) => master::cli::apply(&rt, &a).map_err(anyhow::Error::msg),
+        Command::Apply(a) => Ok(master::apply::apply(&rt, &a)?),
         Command::Exec(a) => Ok(match &a.master {
-            Some(m) => master::net::directord::exec(&rt, &a, m),
+            Some(m) => master::directord::command::exec(&rt, &a, m),
             None => minion::directord::cli::exec(&rt, &a),
         }),
         Command::Orchestrate(a) => Ok(match &a.master {
-            Some(m) => master::net::directord::orchestrate(&rt, &a, m),
+            Some(m) => master::directord::command::orchestrate(&rt, &a, m),
             None => minion::directord::cli::orchestrate(&rt, &a),
         }),
-        Command::Certs(a) => master::net::cli::certs(&a).map_err(anyhow::Error::msg),
-        Command::Master(a) => master::net::cli::master(&rt, &a).map_err(anyhow::Error::msg),
-        Command::Minion(a) => master::net::cli::minion(&rt, &a).map_err(anyhow::Error::msg),
-        Command::Manage(a) => master::net::cli::manage(&rt, &a).map_err(anyhow::Error::msg),
-        Command::SystemdUnit(a) => master::net::cli::systemd_unit(&a).map_err(anyhow::Error::msg),
+        Command::Certs(a) => Ok(master::ca::command::certs(&a)?),
+        Command::Master(a) => Ok(master::daemon::master(&rt, &a)?),
+        Command::Minion { what } => match what {
+            MinionWhat::Serve(a) => Ok(minion::agent::command::serve(&rt, &a)),
+            MinionWhat::Enroll(a) => Ok(minion::agent::command::enroll_command(&rt, &a)),
+            MinionWhat::Swarm(a) => Ok(master::swarm::swarm(&rt, &a)?),
+        },
+        Command::Manage(a) => Ok(master::daemon::manage(&rt, &a)?),
+        Command::SystemdUnit(a) => Ok(master::systemd::systemd_unit(&a)?),
         Command::Bootstrap(a) => Ok(master::bootstrap::cli(&rt, &a)),
         Command::Bench {
             what: BenchWhat::Apply(a),
-        } => master::bench::bench_apply(&rt, &a).map_err(anyhow::Error::msg),
+        } => Ok(master::bench::bench_apply(&rt, &a)?),
         Command::Facts(a) => {
             let record = master::record::for_command(a.history.as_deref(), a.no_history, &a.minion);
             Ok(minion::cli::facts(&rt, &a, upstream_fd3, &*record))
@@ -164,6 +183,17 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
             Ok(minion::cli::resource(&rt, &a, upstream_fd3, &*record))
         }
         Command::History(a) => Ok(historian::cli::main(a)?),
-        Command::Run(a) => master::cli::run(&rt, a, upstream_fd3).map_err(anyhow::Error::msg),
+        Command::Run(a) => Ok(master::program::run(&rt, a, upstream_fd3)?),
+    }
+}
+
+/// The exit code of a failed command: the one its error says ([`runner::exit`]), else 1.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(e) = e.downcast_ref::<master::exit::CommandError>() {
+        e.exit_code()
+    } else if let Some(e) = e.downcast_ref::<historian::Error>() {
+        e.exit_code()
+    } else {
+        runner::exit::FAILED
     }
 }

@@ -465,7 +465,11 @@ fn settings_come_from_the_config_file_below_env_and_flags() {
             .arg(&cfg)
             .args(["apply", "--name", "m1"]),
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing master tree is bad input"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
     // A flag beats both.
     let mut c = ingot(w.path());

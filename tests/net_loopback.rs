@@ -750,7 +750,7 @@ fn stalled_handshakes_and_garbage_after_one_leave_the_master_serving() {
     let raw = fleet.minion_tree("raw", "");
     let hello = format!(
         r#"{{"hello":{{"protocol":{},"version":"test","machine_id":"m-raw","started":0}}}}"#,
-        master::net::wire::PROTOCOL
+        minion::wire::PROTOCOL
     );
     if let Some(mut client) = raw_tls_client(&raw, port) {
         // A minion that says hello, is welcomed, then sends bytes that are not a netstring.

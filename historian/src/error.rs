@@ -65,5 +65,20 @@ pub enum Error {
     Usage(String),
 }
 
+impl Error {
+    /// The exit code of a command that failed with this error ([`runner::exit`]): what the
+    /// operator asked for does not exist or was not understood (usage), or the store failed.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Missing(_)
+            | Error::NoSuchRun(_)
+            | Error::Ambiguous(_)
+            | Error::Usage(_)
+            | Error::NoPostgres => runner::exit::USAGE,
+            _ => runner::exit::FAILED,
+        }
+    }
+}
+
 /// Results of the historian.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::actors::{Actors, MasterDir};
-use crate::apply::Forget;
-use crate::local::LocalMinion;
+use crate::exit::CommandError;
+use crate::record::Forget;
+use crate::routine::actors::{Actors, MasterDir};
+use crate::routine::local::LocalMinion;
 use crate::routine::{converge, ApplyOptions, MinionStatus};
 
 /// Options of `ingot bench apply`.
@@ -85,27 +86,36 @@ fn reset(target: &Path) -> Result<(), String> {
 }
 
 /// Runs the workload and prints the figures.
-pub fn bench_apply(rt: &tokio::runtime::Runtime, args: &BenchApplyArgs) -> Result<i32, String> {
-    let (scratch, target) = setup(args.files)?;
+pub fn bench_apply(
+    rt: &tokio::runtime::Runtime,
+    args: &BenchApplyArgs,
+) -> Result<i32, CommandError> {
+    let (scratch, target) = setup(args.files).map_err(CommandError::Failed)?;
     let master = Actors::new(MasterDir::new(scratch.0.join("master")));
     let opts = ApplyOptions::default();
     let mut create = Vec::new();
     let mut correct = Vec::new();
     for _ in 0..args.iterations.max(1) {
-        reset(&target)?;
+        reset(&target).map_err(CommandError::Failed)?;
         // A fresh link each time, so describe caching is part of what is measured.
         let link = LocalMinion::new("bench", minion::Minion::new(scratch.0.join("minion")));
         let t = Instant::now();
         let r = rt.block_on(converge(&master, &link, &opts, &Forget));
         create.push(t.elapsed());
         if r.status != MinionStatus::Changed {
-            return Err(format!("the create run did not converge: {:?}", r.error));
+            return Err(CommandError::failed(format!(
+                "the create run did not converge: {:?}",
+                r.error
+            )));
         }
         let t = Instant::now();
         let r = rt.block_on(converge(&master, &link, &opts, &Forget));
         correct.push(t.elapsed());
         if r.status != MinionStatus::Ok {
-            return Err(format!("the W3 run found changes: {:?}", r.error));
+            return Err(CommandError::failed(format!(
+                "the W3 run found changes: {:?}",
+                r.error
+            )));
         }
     }
     let (c, w) = (median(create), median(correct));

@@ -1,10 +1,31 @@
 //! Recording a run in the historian: each performed step, its events, and planned steps.
 
 use historian::{RunHandle, StepEnd, StepHandle, StepRecord, StepStart};
-use runner::EventSink;
+use runner::{EventSink, NullSink};
 
-use crate::documents::Step;
+use crate::routine::documents::Step;
 use crate::routine::{Observer, StepOutcome, StepReport, StepWatch};
+
+/// An observer that keeps nothing (`--no-history`).
+pub struct Forget;
+
+impl StepWatch for NullSink {
+    fn sink(&self) -> &dyn EventSink {
+        self
+    }
+    fn finish(self: Box<Self>, _: &StepReport) {}
+}
+
+impl Observer for Forget {
+    fn sink(&self, _: &str) -> Box<dyn EventSink + '_> {
+        Box::new(NullSink)
+    }
+    fn begin(&self, _: &str, _: &Step) -> Box<dyn StepWatch + '_> {
+        Box::new(NullSink)
+    }
+    fn record(&self, _: &str, _: &StepReport) {}
+    fn progress(&self, _: &str, _: &str, _: &str, _: &str) {}
+}
 
 /// Records into one historian run.
 pub struct HistoryObserver<'a> {

@@ -18,12 +18,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod builtin;
 pub mod cli;
 pub mod directord;
 pub mod dispatch;
 pub mod inproc;
 pub mod layout;
+pub mod wire;
 
 pub use dispatch::{Description, DispatchError, FactProblem, FactReport, FactsError, Minion};
 pub use layout::{init, InitError, InitReport, DEFAULT_DIR};

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod command;
+pub mod exit;
 mod fd3;
 mod identity;
 mod lines;

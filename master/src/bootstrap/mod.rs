@@ -53,7 +53,7 @@ pub struct BootstrapArgs {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub job_timeout: u64,
     /// The master tree whose CA the built-ins issue certificates from (`ingot.master_dir`).
-    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = crate::cli::DEFAULT_DIR)]
+    #[arg(long, value_name = "DIR", env = "INGOT_MASTER", default_value = crate::layout::DEFAULT_DIR)]
     pub master: PathBuf,
     /// One JSON document on stdout instead of the table.
     #[arg(long)]
