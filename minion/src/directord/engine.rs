@@ -16,8 +16,9 @@
 //! to the `general` queue; each queue runs its jobs one at a time, in submission order, and
 //! queues run concurrently. A failed job marks its parent failed: later jobs of that parent on
 //! this minion, queued ones included, fail with "Job omitted, parent failure". A
-//! QUEUESENTINEL job is handled at submission: every job submitted before it and not yet
-//! started is reported failed ("Omitted due to sentinel from ID").
+//! QUEUESENTINEL job (a verb with [`Traits::DRAINS_QUEUES`]) is handled at submission: every
+//! job submitted before it and not yet started is reported failed ("Omitted due to sentinel
+//! from ID").
 //!
 //! A network minion agent receives [`Job`]s (serde) from the master and calls `submit`; the
 //! master's QUERY fan-in plugs in as a [`QueryCoordinator`], its JOB_WAIT relay (asking each
