@@ -4,8 +4,10 @@
 //! the built-in by argv\[0\]. When the process dispatching the action *is* that binary (the
 //! minion agent, `ingot apply`, `ingot resource`), exec'ing it again only pays for loading a
 //! large executable and compiling its schema: several milliseconds a call, most of the cost of
-//! a trivial step. So a built-in that does not start programs of its own (`in_process`) runs on
-//! a blocking thread here instead, and every built-in's `describe` is computed here.
+//! a trivial step. So a built-in that does not start programs of its own (`in_process`; a
+//! Directord verb says so in its declaration, `Verb::in_process` in
+//! `crate::directord::verbs`) runs on a blocking thread here instead, and every built-in's
+//! `describe` is computed here.
 //!
 //! The rule is strict: only when `resources/KIND` resolves to the running executable. A user's
 //! own script under a built-in's name, a copy of another ingot, or the test harness's binary

@@ -1,11 +1,10 @@
 //! Built-in resources and facts, run in-process when the `ingot` binary is invoked under their
 //! name (a symlink in `minion/resources/` or `minion/facts/`).
 
-use serde_json::Value;
-
 pub mod facts;
 pub mod file;
 pub mod protocol;
+pub mod resource;
 
 pub mod cron;
 pub mod group;
@@ -13,140 +12,33 @@ pub mod package;
 pub mod service;
 pub mod user;
 
-/// Why a resource action failed. `Input` errors exit 2 (bad usage); the rest exit 1.
-#[derive(Debug, thiserror::Error)]
-pub enum ResourceError {
-    /// The desired state is not valid: names the field (JSON pointer) and what is expected.
-    #[error("invalid input at {pointer}: {message}")]
-    Input {
-        /// JSON pointer to the field, e.g. `/mode` (empty for the whole document).
-        pointer: String,
-        /// What is wrong and what is expected.
-        message: String,
-    },
-    /// An action name the resource does not know.
-    #[error("unknown action {action:?} for {kind}; known actions: {known}")]
-    UnknownAction {
-        /// The resource kind.
-        kind: String,
-        /// The action asked for.
-        action: String,
-        /// Comma-separated known actions.
-        known: String,
-    },
-    /// The system refused or a tool failed: says what was attempted and the tool's output.
-    #[error("{0}")]
-    Failed(String),
-    /// An I/O error on a path.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path involved.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use resource::{known_actions, Resource, ResourceError};
 
-impl ResourceError {
-    /// A bad-input error for a field.
-    pub fn input(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Input {
-            pointer: pointer.into(),
-            message: message.into(),
-        }
-    }
+/// The mold-style built-in resources (states, not verbs), by kind.
+const STATE_RESOURCES: &[&dyn Resource] = &[
+    &file::File,
+    &user::User,
+    &group::Group,
+    &cron::Cron,
+    &service::Service,
+    &package::Package,
+];
 
-    /// The exit code a resource executable uses for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Self::Input { .. } | Self::UnknownAction { .. } => 2,
-            _ => 1,
-        }
-    }
-}
-
-/// A built-in resource. The framework (see `protocol`) parses argv and stdin, validates the
-/// state against [`Resource::schema`], handles batches (`describe().batch == true`: every
-/// built-in accepts arrays), `describe`, usage and exit codes; implementations only act.
-pub trait Resource: Sync {
-    /// The kind: the executable's name, e.g. `file`.
-    fn kind(&self) -> &'static str;
-    /// One sentence for `describe`.
-    fn description(&self) -> &'static str;
-    /// Fields that identify one instance, e.g. `["path"]`.
-    fn identity(&self) -> &'static [&'static str];
-    /// JSON Schema of the desired state (without `kind`, which the framework allows).
-    fn schema(&self) -> Value;
-    /// Custom one-time actions with their help text (inspect/conform/describe are implicit).
-    fn actions(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    /// Whether a dispatcher that is itself the `ingot` binary may run this built-in on a
-    /// thread instead of exec'ing it (see `crate::inproc`). Only for built-ins that start no
-    /// programs: a thread cannot be killed on timeout the way a process group can.
-    fn in_process(&self) -> bool {
-        false
-    }
-    /// Directord-style option list for parsing verb strings (SPEC §8); empty for most.
-    fn args(&self) -> Value {
-        Value::Array(Vec::new())
-    }
-    /// Observes the system: the state with the same field names as the desired state wherever
-    /// they can be observed, `kind`, `exists`, and `changes` against `desired` when it differs.
-    fn inspect(&self, desired: &Value) -> Result<Value, ResourceError>;
-    /// Makes the desired state so (idempotently) and returns the observed state afterwards.
-    fn conform(&self, desired: &Value) -> Result<Value, ResourceError>;
-    /// Runs a custom action.
-    fn action(&self, action: &str, state: &Value) -> Result<Value, ResourceError> {
-        let _ = state;
-        Err(ResourceError::UnknownAction {
-            kind: self.kind().into(),
-            action: action.into(),
-            known: known_actions(self),
-        })
-    }
-}
-
-/// The comma-separated list of every action a resource accepts.
-pub fn known_actions<R: Resource + ?Sized>(r: &R) -> String {
-    let mut names = vec!["inspect", "conform", "describe"];
-    names.extend(r.actions().iter().map(|(n, _)| *n));
-    names.join(", ")
-}
-
-/// Every built-in resource, by kind.
+/// Every built-in resource, by kind: the mold-style ones, then every Directord verb of
+/// [`crate::directord::verbs::VERBS`] (a verb is declared only there).
 pub fn resources() -> &'static [&'static dyn Resource] {
-    &[
-        &file::File,
-        &user::User,
-        &group::Group,
-        &cron::Cron,
-        &service::Service,
-        &package::Package,
-        &crate::directord::verbs::RUN,
-        &crate::directord::verbs::ARG,
-        &crate::directord::verbs::ENV,
-        &crate::directord::verbs::ADD,
-        &crate::directord::verbs::COPY,
-        &crate::directord::verbs::WORKDIR,
-        &crate::directord::verbs::CACHEFILE,
-        &crate::directord::verbs::CACHEEVICT,
-        &crate::directord::verbs::QUERY,
-        &crate::directord::verbs::QUEUESENTINEL,
-        &crate::directord::verbs::DNF,
-        &crate::directord::verbs::APT,
-        &crate::directord::verbs::SERVICE,
-        &crate::directord::verbs::REBOOT,
-        &crate::directord::verbs::WAIT,
-        &crate::directord::verbs::QUERY_WAIT,
-        &crate::directord::verbs::JOB_WAIT,
-        &crate::directord::verbs::FACTER,
-        &crate::directord::verbs::CONTAINER_IMAGE,
-        &crate::directord::verbs::POD,
-        &crate::directord::verbs::SECONTEXT,
-        &crate::directord::verbs::ECHO,
-    ]
+    static ALL: std::sync::OnceLock<Vec<&'static dyn Resource>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        STATE_RESOURCES
+            .iter()
+            .copied()
+            .chain(
+                crate::directord::verbs::VERBS
+                    .iter()
+                    .map(|v| *v as &'static dyn Resource),
+            )
+            .collect()
+    })
 }
 
 /// The built-in resource of this kind.

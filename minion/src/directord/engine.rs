@@ -16,8 +16,9 @@
 //! to the `general` queue; each queue runs its jobs one at a time, in submission order, and
 //! queues run concurrently. A failed job marks its parent failed: later jobs of that parent on
 //! this minion, queued ones included, fail with "Job omitted, parent failure". A
-//! QUEUESENTINEL job is handled at submission: every job submitted before it and not yet
-//! started is reported failed ("Omitted due to sentinel from ID").
+//! QUEUESENTINEL job (a verb with [`Traits::DRAINS_QUEUES`]) is handled at submission: every
+//! job submitted before it and not yet started is reported failed ("Omitted due to sentinel
+//! from ID").
 //!
 //! A network minion agent receives [`Job`]s (serde) from the master and calls `submit`; the
 //! master's QUERY fan-in plugs in as a [`QueryCoordinator`], its JOB_WAIT relay (asking each
@@ -40,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::{Bucket, Cache, JobState};
 use super::job::Job;
 use super::verb::{VerbError, VerbSpec};
-use super::verbs::JobOutput;
+use super::verbs::{JobOutput, Traits};
 use crate::{DispatchError, Minion};
 
 /// A boxed future, for the pluggable parts.
@@ -377,7 +378,7 @@ impl Engine {
     pub fn submit(&self, job: Job) -> oneshot::Receiver<JobResult> {
         let (tx, rx) = oneshot::channel();
         let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst);
-        if job.verb == "QUEUESENTINEL" {
+        if super::verbs::has(&job.verb, Traits::DRAINS_QUEUES) {
             self.inner.drained_below.fetch_max(seq, Ordering::SeqCst);
             let _ = tx.send(self.result(&job, Status::Success, JobOutput::default(), 0.0));
             return rx;
@@ -546,14 +547,21 @@ impl Engine {
         });
         let timeout = Duration::from_secs(job.timeout());
         let minion = &inner.minion;
-        // RUN in the `ingot` binary itself: the command is the only process (see `inproc`).
-        let run_here = job.kind == "run"
-            && minion
-                .describe("run", &*inner.sink)
-                .await
-                .is_ok_and(|d| d.builtin().is_some());
-        let ran = if run_here {
-            super::verbs::run_here(&input, minion.runner(), timeout, &*inner.sink).await
+        // A verb with an entry point for the `ingot` binary itself (RUN), when its
+        // `resources/KIND` is this binary: its command is the only process (see `inproc`).
+        let here = match super::verbs::by_kind(&job.kind).and_then(|v| v.here) {
+            Some(here)
+                if minion
+                    .describe(&job.kind, &*inner.sink)
+                    .await
+                    .is_ok_and(|d| d.builtin().is_some()) =>
+            {
+                Some(here)
+            }
+            _ => None,
+        };
+        let ran = if let Some(here) = here {
+            here(&input, minion.runner(), timeout, &*inner.sink).await
         } else {
             minion
                 .resource_with_timeout(&job.kind, "job", &input, timeout, &*inner.sink)

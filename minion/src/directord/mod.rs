@@ -6,10 +6,8 @@
 //! - [`job`]: [`job::Job`] (serialisable), fingerprints (SHA3-224 of the canonical job; ADD/COPY
 //!   include the source's content hash) and building jobs from verb strings (ADD/COPY globs
 //!   expand on the operator's host into one job per file).
-//! - [`verbs`]: the built-in verbs (`run`, `arg`, `env`, `add`, `copy`, `workdir`, `cachefile`,
-//!   `cacheevict`, `query`, `queuesentinel`, `dnf`, `apt`, `service_verb`, `reboot`, `wait`,
-//!   `query_wait`, `job_wait`, `facter`, `container_image`, `pod`, `secontext`, `echo`), each a
-//!   resource with a `job` action.
+//! - [`verbs`]: the built-in verbs, each a resource with a `job` action, declared once in its
+//!   family's file and listed in the one registry, [`verbs::VERBS`] (see there to add one).
 //! - [`cache`]: the per-minion cache in `MINION/cache/directord/` (TTL, atomic files, flock).
 //! - [`template`]: blueprinting with minijinja (strict undefined).
 //! - [`orchestration`]: Directord YAML.
