@@ -28,6 +28,7 @@ use std::time::Duration;
 use futures::{FutureExt as _, StreamExt as _};
 use minion::directord::engine::Status;
 use minion::directord::job;
+use minion::directord::verbs::{self, Traits};
 use minion::directord::{Job, JobResult};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -108,7 +109,7 @@ fn send_to(
                     None => {
                         // Inactive from the moment it goes out (Directord marks the node when
                         // it sends the REBOOT), so a pipelined next job is held too.
-                        if job.verb.eq_ignore_ascii_case("REBOOT") {
+                        if verbs::has(&job.verb.to_uppercase(), Traits::REBOOTS) {
                             reboot = s.mark_rebooting();
                         }
                         crate::fleet::RemoteMinion::new(hub.clone(), s.clone()).job(job)
@@ -300,20 +301,34 @@ async fn merge_query(hub: &Arc<Hub>, job: &Job, results: &mut [JobResult]) {
     }
 }
 
-/// Runs one queue's jobs in order, reported in order: up to `window` on their way at once
-/// (the minions' engines keep a queue's order, so the master need not wait for one job to
-/// finish everywhere before sending the next; the window also bounds what each agent holds
-/// open). A QUERY is a barrier: everything before it finishes, then it, then its ARG.
-async fn run_queue(
+/// What every queue of one request shares.
+struct RequestRun {
     ship: Arc<Shipper>,
     sentinels: Arc<AtomicU64>,
     recording: Option<Arc<Recording>>,
     live: Arc<Tracked>,
-    jobs: Vec<Job>,
+    /// Jobs of one queue on their way at once.
     window: usize,
+    /// Print each minion's STDOUT/STDERR.
     stream: bool,
     tx: mpsc::UnboundedSender<ControlReply>,
-) -> Vec<(String, bool)> {
+}
+
+/// Runs one queue's jobs in order, reported in order: up to `window` on their way at once
+/// (the minions' engines keep a queue's order, so the master need not wait for one job to
+/// finish everywhere before sending the next; the window also bounds what each agent holds
+/// open). A QUERY is a barrier: everything before it finishes, then it, then its ARG.
+async fn run_queue(r: Arc<RequestRun>, jobs: Vec<Job>) -> Vec<(String, bool)> {
+    let RequestRun {
+        ship,
+        sentinels,
+        recording,
+        live,
+        window,
+        stream,
+        tx,
+    } = &*r;
+    let (window, stream) = (*window, *stream);
     let mut outcomes = Vec::new();
     let mut report = |job: &Job, results: &[JobResult]| {
         let ok = results.iter().all(JobResult::ok);
@@ -329,7 +344,7 @@ async fn run_queue(
     // drop the ones queued with them.
     let mut seen = sentinels.load(Ordering::SeqCst);
     for j in jobs {
-        if j.verb == "QUEUESENTINEL" {
+        if verbs::has(&j.verb, Traits::DRAINS_QUEUES) {
             seen = sentinels.fetch_add(1, Ordering::SeqCst) + 1;
         } else if sentinels.load(Ordering::SeqCst) != seen {
             let why =
@@ -337,13 +352,13 @@ async fn run_queue(
             report(&j, &[failed_result(&j, "master", why.into())]);
             continue;
         }
-        let barrier = j.verb == "QUERY";
+        let barrier = verbs::has(&j.verb, Traits::BARRIER);
         while in_flight.len() >= window || (barrier && !in_flight.is_empty()) {
             if let Some((job, results)) = in_flight.next().await {
                 report(&job, &results);
             }
         }
-        let sent = start(&ship, &live, j).await;
+        let sent = start(ship, live, j).await;
         if barrier {
             let (job, mut results) = sent.await;
             merge_query(ship.hub(), &job, &mut results).await;
@@ -400,18 +415,18 @@ pub async fn run(
         queues.entry(q).or_default().push(j);
     }
     let total: usize = queues.values().map(Vec::len).sum();
+    let shared = Arc::new(RequestRun {
+        ship,
+        sentinels: d.sentinels.clone(),
+        recording: recording.clone(),
+        live: live.clone(),
+        window: req.pipeline.max(1),
+        stream: req.stream,
+        tx,
+    });
     let runs = order.into_iter().map(|q| {
         let jobs = queues.remove(&q).unwrap_or_default();
-        tokio::spawn(run_queue(
-            ship.clone(),
-            d.sentinels.clone(),
-            recording.clone(),
-            live.clone(),
-            jobs,
-            req.pipeline.max(1),
-            req.stream,
-            tx.clone(),
-        ))
+        tokio::spawn(run_queue(shared.clone(), jobs))
     });
     let mut failed = Vec::new();
     for r in futures::future::join_all(runs).await {

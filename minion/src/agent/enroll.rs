@@ -80,7 +80,7 @@ pub async fn enroll(o: &EnrollOptions) -> Result<bool, EnrollError> {
             k
         }
     };
-    let public_key = hex(&key.public_key_raw());
+    let public_key = hex(key.public_key_raw());
     let roots = roots(
         &o.ca,
         "pass the master's CA certificate (MASTER/certs/ca.crt) as --ca",

@@ -238,7 +238,7 @@ impl Inbox {
             if len != size || got != sha {
                 return Err(format!(
                     "Data integrity failure: the content received ({len} bytes, SHA3-224 {got}) is not what was sent ({size} bytes, SHA3-224 {sha})"
-                ).into());
+                ));
             }
             f.sync_all().map_err(|e| e.to_string())?;
             std::fs::rename(&part, self.dir.join(sha))
@@ -305,8 +305,7 @@ pub fn install(
         if got != sha {
             return Err(format!(
                 "Data integrity failure: resources/{kind} would have SHA3-224 {got}, not {sha}"
-            )
-            .into());
+            ));
         }
         std::fs::rename(&tmp, &dest).map_err(|e| format!("installing {}: {e}", dest.display()))
     })();

@@ -49,7 +49,7 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn public_key_hex(path: &Path) -> Option<String> {
     let pem = std::fs::read_to_string(path).ok()?;
     let key = rcgen::KeyPair::from_pem(&pem).ok()?;
-    (key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256).then(|| hex(&key.public_key_raw()))
+    (key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256).then(|| hex(key.public_key_raw()))
 }
 
 /// Why TLS could not be set up.
