@@ -29,24 +29,24 @@ enum Command {
     /// Run a program through the runner: its output labelled as channel3 events.
     Run(master::program::RunArgs),
     /// Review recorded runs: list, show, follow, export, prune, stats.
-    History(historian::cli::HistoryArgs),
+    History(historian::commands::HistoryArgs),
     /// Lay out a directory tree (`ingot init minion DIR`).
     Init {
         #[command(subcommand)]
         what: InitWhat,
     },
     /// Run every executable in the minion's facts/ and print the combined fact document.
-    Facts(minion::cli::FactsArgs),
+    Facts(minion::commands::FactsArgs),
     /// Run one resource action: resources/KIND ACTION with the state (JSON) from stdin.
-    Resource(minion::cli::ResourceArgs),
+    Resource(minion::commands::ResourceArgs),
     /// Converge a minion: facts → prescribe → inspect → choreograph → perform, until done.
     Apply(master::apply::ApplyArgs),
     /// Directord: run one verb string (`--verb RUN 'echo hi'`) on a local minion (--minion) or
     /// through the running master (--master).
-    Exec(minion::directord::cli::ExecArgs),
+    Exec(minion::directord::command::ExecArgs),
     /// Directord: run orchestration files (YAML) on a local minion (--minion) or through the
     /// running master (--master).
-    Orchestrate(minion::directord::cli::OrchestrateArgs),
+    Orchestrate(minion::directord::command::OrchestrateArgs),
     /// The master's private CA: init, issue, list, revoke minion certificates.
     Certs(master::ca::command::CertsArgs),
     /// The master server (`serve`), runs through it (`run --targets GLOB...`), its nodes.
@@ -80,7 +80,7 @@ enum BenchWhat {
 #[derive(Subcommand)]
 enum MinionWhat {
     /// Connect to the master and run its requests (reconnecting as needed).
-    Serve(minion::agent::command::ServeArgs),
+    Serve(minion::agent::command::AgentServeArgs),
     /// Run N minion identities in one process (load tests, as Salt's minionswarm).
     Swarm(master::swarm::SwarmArgs),
     /// Get a certificate: generate the key here, have the master sign it (after `ingot certs
@@ -91,7 +91,7 @@ enum MinionWhat {
 #[derive(Subcommand)]
 enum InitWhat {
     /// A minion tree: logs/, certs/, cache/, facts/, resources/, built-ins linked to this binary.
-    Minion(minion::cli::InitMinionArgs),
+    Minion(minion::commands::InitMinionArgs),
     /// A master tree: logs/, certs/, actors/, resources/.
     Master(master::layout::InitMasterArgs),
 }
@@ -145,7 +145,7 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
     match cli.command {
         Command::Init {
             what: InitWhat::Minion(a),
-        } => Ok(minion::cli::init_minion(&a)),
+        } => Ok(minion::commands::init_minion(&a)),
         Command::Init {
             what: InitWhat::Master(a),
         } => {
@@ -155,11 +155,11 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         Command::Apply(a) => Ok(master::apply::apply(&rt, &a)?),
         Command::Exec(a) => Ok(match &a.master {
             Some(m) => master::directord::command::exec(&rt, &a, m),
-            None => minion::directord::cli::exec(&rt, &a),
+            None => minion::directord::command::exec(&rt, &a),
         }),
         Command::Orchestrate(a) => Ok(match &a.master {
             Some(m) => master::directord::command::orchestrate(&rt, &a, m),
-            None => minion::directord::cli::orchestrate(&rt, &a),
+            None => minion::directord::command::orchestrate(&rt, &a),
         }),
         Command::Certs(a) => Ok(master::ca::command::certs(&a)?),
         Command::Master(a) => Ok(master::daemon::master(&rt, &a)?),
@@ -176,13 +176,13 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         } => Ok(master::bench::bench_apply(&rt, &a)?),
         Command::Facts(a) => {
             let record = master::record::for_command(a.history.as_deref(), a.no_history, &a.minion);
-            Ok(minion::cli::facts(&rt, &a, upstream_fd3, &*record))
+            Ok(minion::commands::facts(&rt, &a, upstream_fd3, &*record))
         }
         Command::Resource(a) => {
             let record = master::record::for_command(a.history.as_deref(), a.no_history, &a.minion);
-            Ok(minion::cli::resource(&rt, &a, upstream_fd3, &*record))
+            Ok(minion::commands::resource(&rt, &a, upstream_fd3, &*record))
         }
-        Command::History(a) => Ok(historian::cli::main(a)?),
+        Command::History(a) => Ok(historian::commands::main(a)?),
         Command::Run(a) => Ok(master::program::run(&rt, a, upstream_fd3)?),
     }
 }

@@ -3,9 +3,11 @@
 mod util;
 
 mod apply;
+mod apply_paths;
 mod bootstrap;
 mod directord_local;
 mod directord_net;
+mod exit_codes;
 mod history_commands;
 mod minion_core;
 mod net_loopback;

@@ -20,6 +20,8 @@ pub struct Fleet {
     master: Option<Child>,
     /// Extra arguments of `ingot master serve`.
     master_args: Vec<String>,
+    /// Extra environment of `ingot master serve` (its actors inherit it).
+    pub master_env: Vec<(String, String)>,
     minions: Vec<(String, Child)>,
 }
 
@@ -79,6 +81,7 @@ impl Fleet {
             enroll_port: 0,
             master: None,
             master_args: master_args.iter().map(|a| a.to_string()).collect(),
+            master_env: Vec::new(),
             minions: Vec::new(),
         };
         fleet.start_master(grace);
@@ -108,6 +111,7 @@ impl Fleet {
             .args(["--heartbeat", "1", "--grace", &grace.to_string()])
             .args(["--enroll-listen", &format!("{}:0", self.host)])
             .args(&self.master_args)
+            .envs(self.master_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use historian::cli::HistoryCommand;
+use historian::commands::HistoryCommand;
 use historian::{History, Location, RunMeta, RunStatus};
 use runner::EventSink;
 
@@ -52,7 +52,7 @@ fn ingest(c: &mut Criterion) {
                     raw: false,
                     json: false,
                 };
-                historian::cli::run(&location, cmd, &mut std::io::sink(), Default::default())
+                historian::commands::run(&location, cmd, &mut std::io::sink(), Default::default())
                     .unwrap();
                 shows.fetch_add(1, Ordering::Relaxed);
             }

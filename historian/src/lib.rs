@@ -40,7 +40,7 @@
 #![deny(missing_docs)]
 
 mod backend;
-pub mod cli;
+pub mod commands;
 mod error;
 mod history;
 mod location;

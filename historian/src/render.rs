@@ -18,12 +18,12 @@ pub const MAX_SHOWN: usize = 2000;
 
 /// Output options.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Style {
+pub struct Palette {
     /// ANSI colours.
     pub color: bool,
 }
 
-impl Style {
+impl Palette {
     fn paint(&self, code: &str, s: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -170,7 +170,7 @@ fn table() -> Table {
 }
 
 /// The table of `history list`.
-pub fn runs_table(runs: &[RunSummary], style: Style) -> String {
+pub fn runs_table(runs: &[RunSummary], style: Palette) -> String {
     if runs.is_empty() {
         return "no runs recorded (matching these filters)\n".into();
     }
@@ -203,7 +203,7 @@ pub fn runs_table(runs: &[RunSummary], style: Style) -> String {
 
 /// The tree of `history show`: minion → step → process → lines. With `failed_first`, failed
 /// minions and steps come before the others.
-pub fn run_tree(d: &RunDetail, failed_first: bool, style: Style) -> String {
+pub fn run_tree(d: &RunDetail, failed_first: bool, style: Palette) -> String {
     let mut out = String::new();
     let r = &d.run;
     let _ = writeln!(
@@ -276,7 +276,7 @@ fn minion_order(d: &RunDetail, failed_first: bool) -> Vec<String> {
     minions
 }
 
-fn step_header(out: &mut String, s: &StepRow, style: Style) {
+fn step_header(out: &mut String, s: &StepRow, style: Palette) {
     let took = s
         .duration_us
         .map(|us| duration(Duration::from_micros(us.max(0) as u64)))

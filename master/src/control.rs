@@ -94,14 +94,14 @@ pub enum ControlRequest {
 
 /// Who sent a request: recorded as its run's user and command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Origin {
+pub struct Requester {
     /// The operator.
     pub user: String,
     /// Their command line.
     pub command: Vec<String>,
 }
 
-impl Origin {
+impl Requester {
     /// This process's user and command line.
     pub fn current() -> Self {
         Self {
@@ -127,7 +127,7 @@ pub struct DirectordRequest {
     pub check: bool,
     /// Who asked (recorded as the run's user and command line).
     #[serde(default)]
-    pub origin: Origin,
+    pub origin: Requester,
 }
 
 /// What `ingot manage` asks the running master (besides `--list-nodes`).

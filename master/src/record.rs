@@ -4,7 +4,7 @@ use historian::{RunHandle, StepEnd, StepHandle, StepRecord, StepStart};
 use runner::{EventSink, NullSink};
 
 use crate::routine::documents::Step;
-use crate::routine::{Observer, StepOutcome, StepReport, StepWatch};
+use crate::routine::{Observer, StepReport, StepStatus, StepWatch};
 
 /// An observer that keeps nothing (`--no-history`).
 pub struct Forget;
@@ -39,14 +39,14 @@ impl<'a> HistoryObserver<'a> {
     }
 }
 
-fn outcome(o: StepOutcome) -> historian::StepOutcome {
+fn outcome(o: StepStatus) -> historian::StepOutcome {
     match o {
-        StepOutcome::Unchanged => historian::StepOutcome::Unchanged,
-        StepOutcome::Changed => historian::StepOutcome::Changed,
-        StepOutcome::Failed => historian::StepOutcome::Failed,
+        StepStatus::Unchanged => historian::StepOutcome::Unchanged,
+        StepStatus::Changed => historian::StepOutcome::Changed,
+        StepStatus::Failed => historian::StepOutcome::Failed,
         // A skipped step did not run: nothing changed.
-        StepOutcome::Skipped => historian::StepOutcome::Unchanged,
-        StepOutcome::WouldChange => historian::StepOutcome::WouldChange,
+        StepStatus::Skipped => historian::StepOutcome::Unchanged,
+        StepStatus::WouldChange => historian::StepOutcome::WouldChange,
     }
 }
 
@@ -56,7 +56,7 @@ fn end(r: &StepReport) -> StepEnd {
         after: r.after.clone(),
         outcome: Some(outcome(r.outcome)),
         error: r.error.clone().or_else(|| {
-            (r.outcome == StepOutcome::Skipped)
+            (r.outcome == StepStatus::Skipped)
                 .then(|| "skipped: an earlier step failed (--fail-fast)".into())
         }),
     }
@@ -157,7 +157,7 @@ impl CommandRecord {
     }
 }
 
-impl minion::cli::Record for CommandRecord {
+impl minion::commands::Record for CommandRecord {
     fn begin(&self, step: Option<(&str, &str, &serde_json::Value)>) -> Box<dyn EventSink + '_> {
         let Some((kind, action, input)) = step else {
             return Box::new(self.run.sink("local"));
@@ -204,9 +204,9 @@ pub fn for_command(
     flag: Option<&str>,
     no_history: bool,
     minion_dir: &std::path::Path,
-) -> Box<dyn minion::cli::Record> {
+) -> Box<dyn minion::commands::Record> {
     match CommandRecord::start(flag, no_history, minion_dir) {
         Some(r) => Box::new(r),
-        None => Box::new(minion::cli::NoRecord),
+        None => Box::new(minion::commands::NoRecord),
     }
 }

@@ -48,6 +48,20 @@ pub fn fact_here(name: &str, path: &Path) -> Option<builtin::facts::Gather> {
     is_running_exe(path).then_some(gather)
 }
 
+/// Why a built-in fact gathered in this process has no value.
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    /// It ran past the timeout (its late result is dropped).
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// It panicked.
+    #[error("the built-in panicked ({0}); this is a bug in ingot: please report it")]
+    Panicked(tokio::task::JoinError),
+    /// It failed.
+    #[error(transparent)]
+    Fact(#[from] builtin::facts::FactError),
+}
+
 /// Gathers a built-in fact on a blocking thread, with the events its process would have sent.
 /// Built-in facts only read /etc, /proc and /sys, so the thread always ends; past `timeout`
 /// the caller is told so and the late result is dropped.
@@ -56,14 +70,12 @@ pub async fn gather_fact(
     gather: builtin::facts::Gather,
     timeout: Duration,
     sink: &dyn EventSink,
-) -> Result<Value, String> {
+) -> Result<Value, GatherError> {
     let work = tokio::task::spawn_blocking(gather);
     let result = match tokio::time::timeout(timeout, work).await {
-        Err(_) => return Err(format!("timed out after {timeout:?}")),
-        Ok(Err(panic)) => Err(format!(
-            "the built-in panicked ({panic}); this is a bug in ingot: please report it"
-        )),
-        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        Err(_) => return Err(GatherError::Timeout(timeout)),
+        Ok(Err(panic)) => Err(GatherError::Panicked(panic)),
+        Ok(Ok(r)) => r.map_err(GatherError::Fact),
     };
     let (stdout, stderr, code) = match &result {
         Ok(v) => (format!("{v}\n"), String::new(), 0),

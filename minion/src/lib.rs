@@ -6,6 +6,12 @@
 //! and resources live in [`builtin`]; each is reachable as its own executable through a symlink
 //! to the `ingot` binary (busybox style: argv\[0\] selects it).
 //!
+//! On a fleet, [`agent`] connects out to the master over mutual TLS, runs its requests through
+//! the same dispatch and spools what it sends; [`wire`] is the master↔minion protocol (every
+//! frame, request and answer as a type, the framing and the TLS configuration) that both sides
+//! speak. [`directord`] is Directord's verbs and job engine on this minion; [`commands`] are
+//! `ingot facts`, `ingot resource` and `ingot init minion`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let minion = minion::Minion::new("/var/lib/ingot/minion");
@@ -20,7 +26,7 @@
 
 pub mod agent;
 pub mod builtin;
-pub mod cli;
+pub mod commands;
 pub mod directord;
 pub mod dispatch;
 pub mod inproc;

@@ -8,7 +8,7 @@ use std::ffi::CString;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::RunError;
+use crate::error::RunError;
 
 /// The ids a child runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod command;
+mod error;
 pub mod exit;
 mod fd3;
 mod identity;

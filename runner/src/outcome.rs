@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::RunError;
+use crate::error::RunError;
 
 /// How the process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

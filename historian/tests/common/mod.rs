@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use historian::cli::HistoryCommand;
-use historian::render::Style;
+use historian::commands::HistoryCommand;
+use historian::render::Palette;
 use historian::{
     History, ListFilter, Location, PruneFilter, RunMeta, RunStatus, StepEnd, StepOutcome,
     StepStart, Store,
@@ -111,8 +111,8 @@ pub fn record_two_runs(location: &Location) -> (String, String) {
 
 fn cli(location: &Location, cmd: HistoryCommand) -> (i32, Vec<u8>) {
     let mut out = Vec::new();
-    let code =
-        historian::cli::run(location, cmd, &mut out, Style::default()).expect("command runs");
+    let code = historian::commands::run(location, cmd, &mut out, Palette::default())
+        .expect("command runs");
     (code, out)
 }
 
@@ -324,7 +324,7 @@ pub fn check_review(location: &Location) {
         location,
         HistoryCommand::Export {
             run: a.clone(),
-            format: historian::cli::ExportFormat::Jsonl,
+            format: historian::commands::ExportFormat::Jsonl,
         },
     );
     let lines: Vec<serde_json::Value> = out

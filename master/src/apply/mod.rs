@@ -23,7 +23,7 @@ use crate::routine::report::{eprint_line, Style};
 pub mod session;
 
 pub use crate::control::ApplyRequest;
-pub use session::{converge_all, finish_run, outcome, Outcome, ProgressObserver};
+pub use session::{converge_all, finish_run, outcome, ApplyOutcome, ProgressObserver};
 
 /// The routine's options, shared by `ingot apply` and `ingot master run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,8 +69,8 @@ pub struct ApplyArgs {
     /// Record into this history (SQLite path or postgres:// URL; default: MASTER/logs/history.db).
     #[arg(long, value_name = "PATH|URL", env = "INGOT_HISTORY")]
     pub history: Option<String>,
-    /// Do not record this run.
-    #[arg(long, conflicts_with = "history")]
+    /// Do not record this run (wins over INGOT_HISTORY and the settings file).
+    #[arg(long)]
     pub no_history: bool,
     /// Run on these connected minions (names or globs) through the running master
     /// (`ingot master serve`) instead of on the local minion tree (--minion, --name and
@@ -150,7 +150,7 @@ async fn apply_local(
     minion: &Path,
     name: String,
     history: Option<&History>,
-) -> Outcome {
+) -> ApplyOutcome {
     let link = LocalMinion::new(name.clone(), minion::Minion::new(minion));
     let run = session::start_run(req, history, vec![name]);
     let actors = Actors::new(MasterDir::new(master));

@@ -122,7 +122,7 @@ pub fn result_document(
 
 /// What an apply prints on stdout at the end, and its exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct ApplyOutcome {
     /// The recap (or the JSON document with `--json`).
     pub stdout: String,
     /// The exit code.
@@ -136,7 +136,7 @@ pub fn outcome(
     reports: &[MinionReport],
     run_id: Option<&str>,
     style: &Style,
-) -> Outcome {
+) -> ApplyOutcome {
     let stdout = if req.json {
         let doc = result_document(reports, req.check, run_id);
         format!(
@@ -150,7 +150,7 @@ pub fn outcome(
         }
         s
     };
-    Outcome {
+    ApplyOutcome {
         stdout,
         code: exit_code(reports, req.detailed_exitcode),
     }

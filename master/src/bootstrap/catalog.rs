@@ -74,7 +74,7 @@ pub struct TargetSpec {
 
 /// A group (masters or minions) after merging.
 #[derive(Debug, Clone, Default)]
-pub struct Group {
+pub struct HostGroup {
     /// Targets in catalog order.
     pub targets: Vec<TargetSpec>,
     /// Jobs in catalog order.
@@ -87,9 +87,9 @@ pub struct Catalog {
     /// The deep-merged document (the template context).
     pub merged: Map<String, Value>,
     /// `directord_server` + `ingot_master`.
-    pub masters: Group,
+    pub masters: HostGroup,
     /// `directord_clients` + `ingot_minions`.
-    pub minions: Group,
+    pub minions: HostGroup,
     /// The built-ins that were loaded.
     pub builtins: Vec<String>,
 }
@@ -152,7 +152,7 @@ pub fn load(sources: &[String], defaults: Value) -> Result<Catalog, CatalogError
         catalog.merged.insert(a.to_owned(), v.clone());
         catalog.merged.insert(b.to_owned(), v);
     }
-    let any = |g: &Group| !g.targets.is_empty() && !g.jobs.is_empty();
+    let any = |g: &HostGroup| !g.targets.is_empty() && !g.jobs.is_empty();
     if !any(&catalog.masters) && !any(&catalog.minions) {
         return Err(CatalogError::Empty);
     }
@@ -382,13 +382,21 @@ fn flatten_jobs(
 }
 
 /// Renders `template` against `ctx`; the error names where the string was written.
-pub fn render(source: &str, template: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+pub(crate) fn render(
+    source: &str,
+    template: &str,
+    ctx: &Map<String, Value>,
+) -> Result<String, String> {
     minion::directord::template::render(source, template, ctx)
         .map_err(|e| format!("{source}: cannot render {template:?}: {} (define the variable in a catalog, or per target)", e.message))
 }
 
 /// Renders every string in `v`.
-pub fn render_value(source: &str, v: &Value, ctx: &Map<String, Value>) -> Result<Value, String> {
+pub(crate) fn render_value(
+    source: &str,
+    v: &Value,
+    ctx: &Map<String, Value>,
+) -> Result<Value, String> {
     Ok(match v {
         Value::String(s) => Value::String(render(source, s, ctx)?),
         Value::Array(a) => Value::Array(
@@ -406,7 +414,7 @@ pub fn render_value(source: &str, v: &Value, ctx: &Map<String, Value>) -> Result
 }
 
 /// Splits an ADD/GET argument string into exactly two paths.
-pub fn two_paths(source: &str, verb: &str, text: &str) -> Result<(String, String), String> {
+pub(crate) fn two_paths(source: &str, verb: &str, text: &str) -> Result<(String, String), String> {
     let words = shell_words::split(text)
         .map_err(|e| format!("{source}: {verb} {text:?}: {e} (check the quotes)"))?;
     match <[String; 2]>::try_from(words) {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use catalog::{Catalog, CatalogError, JobSpec, TargetSpec};
-use ssh::{Destination, Session, SshOptions};
+use ssh::{Destination, SshOptions, SshSession};
 
 /// `ingot bootstrap`.
 #[derive(Debug, Clone, clap::Args)]
@@ -317,7 +317,7 @@ async fn bootstrap_host(host: Host, opts: SshOptions, control: PathBuf) -> HostR
     let tag = format!("[{}]", host.name);
     let job_timeout = opts.job_timeout;
     progress(&format!("{tag} connecting to {address}"));
-    let session = match Session::connect(host.dest.clone(), opts, control).await {
+    let session = match SshSession::connect(host.dest.clone(), opts, control).await {
         Ok(s) => s,
         Err((kind, why)) => {
             progress(&format!(

@@ -82,7 +82,7 @@ impl ConnectFailure {
 }
 
 /// One open connection.
-pub struct Session {
+pub struct SshSession {
     dest: Destination,
     opts: SshOptions,
     control: PathBuf,
@@ -108,7 +108,7 @@ pub struct Failure {
     pub output: String,
 }
 
-impl Session {
+impl SshSession {
     fn common(&self, scp: bool) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         if let Some(f) = &self.opts.config {
@@ -172,9 +172,9 @@ impl Session {
         dest: Destination,
         opts: SshOptions,
         control: PathBuf,
-    ) -> Result<Session, (ConnectFailure, String)> {
+    ) -> Result<SshSession, (ConnectFailure, String)> {
         let _ = std::fs::remove_file(&control);
-        let mut s = Session {
+        let mut s = SshSession {
             dest,
             opts,
             control,
@@ -308,7 +308,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for SshSession {
     fn drop(&mut self) {
         // An abandoned session: dropping the runner's future kills ssh's process group.
         if let Some(m) = self.master.take() {

@@ -9,7 +9,6 @@
 //! `certs/minion.key` and `certs/ca.crt`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -162,18 +161,7 @@ struct CaMeta {
 
 /// Writes `data` to `path` atomically (temp file + rename) with `mode`.
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_at(&tmp))?;
-    f.write_all(data).map_err(io_at(&tmp))?;
-    f.sync_all().map_err(io_at(&tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_at(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_at(path))
+    minion::agent::write_file(path, data, mode).map_err(io_at(path))
 }
 
 fn read_string(path: &Path) -> Result<String> {

@@ -37,9 +37,9 @@ pub struct MasterArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum MasterCommand {
     /// Accept minions over TLS and serve local commands on MASTER/master.sock.
-    Serve(ServeArgs),
+    Serve(MasterServeArgs),
     /// Run the routine on connected minions through the running master.
-    Run(RunArgs),
+    Run(FleetRunArgs),
     /// List known minions (same as `ingot manage --list-nodes`).
     Nodes {
         /// JSON instead of a table.
@@ -50,7 +50,7 @@ pub enum MasterCommand {
 
 /// `ingot master serve`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
+pub struct MasterServeArgs {
     /// Address to listen on for minions.
     #[arg(long, value_name = "ADDR", env = "INGOT_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
@@ -87,7 +87,7 @@ pub struct ServeArgs {
 
 /// `ingot master run`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub struct FleetRunArgs {
     /// Minion names or globs (`web*`).
     #[arg(long = "targets", num_args = 1.., required = true, value_name = "GLOB")]
     pub targets: Vec<String>,
@@ -119,7 +119,7 @@ pub fn manage(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<i32, Co
     crate::directord::manage::run(rt, args)
 }
 
-async fn serve(master: PathBuf, args: ServeArgs) -> Result<i32, CommandError> {
+async fn serve(master: PathBuf, args: MasterServeArgs) -> Result<i32, CommandError> {
     require_dir(&master, "master tree", "master")?;
     // The control socket first: a second master on this tree stops here, before it touches
     // the journal or the history of the one running.

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use minion::directord::cache::Cache;
-use minion::directord::cli::{ExecArgs, OrchestrateArgs, Show};
+use minion::directord::command::{ExecArgs, ExecPlan, OrchestrateArgs, Show};
 use minion::directord::{Engine, Job};
 use runner::exit;
 use tokio::runtime::Runtime;
 
-use crate::control::{request, ControlReply, ControlRequest, DirectordRequest, Origin};
+use crate::control::{request, ControlReply, ControlRequest, DirectordRequest, Requester};
 use crate::exit::CommandError;
 
 /// A scratch minion tree (built-ins plus `MASTER/resources/*`) to parse verb strings with.
@@ -100,7 +100,7 @@ fn submit(rt: &Runtime, master: &Path, jobs: Vec<Job>, show: &Show, cmd: &str) -
         stream: show.stream,
         pipeline: show.pipeline.into(),
         check: show.check,
-        origin: Origin::current(),
+        origin: Requester::current(),
     };
     send(rt, master, req, cmd)
 }
@@ -109,11 +109,13 @@ fn submit(rt: &Runtime, master: &Path, jobs: Vec<Job>, show: &Show, cmd: &str) -
 pub fn exec(rt: &Runtime, a: &ExecArgs, master: &Path) -> i32 {
     let built = rt.block_on(async {
         let (_tmp, engine) = operator_engine(master)?;
-        minion::directord::cli::exec_plan(&engine, a).await
+        minion::directord::command::exec_plan(&engine, a)
+            .await
+            .map_err(|e| e.to_string())
     });
     match built {
-        Ok(Ok(jobs)) => submit(rt, master, jobs, &a.show, "exec"),
-        Ok(Err(help)) => {
+        Ok(ExecPlan::Jobs(jobs)) => submit(rt, master, jobs, &a.show, "exec"),
+        Ok(ExecPlan::Help(help)) => {
             print!("{help}");
             exit::SUCCESS
         }
@@ -125,7 +127,9 @@ pub fn exec(rt: &Runtime, a: &ExecArgs, master: &Path) -> i32 {
 pub fn orchestrate(rt: &Runtime, a: &OrchestrateArgs, master: &Path) -> i32 {
     let built = rt.block_on(async {
         let (_tmp, engine) = operator_engine(master)?;
-        minion::directord::cli::orchestrate_plan(&engine, a).await
+        minion::directord::command::orchestrate_plan(&engine, a)
+            .await
+            .map_err(|e| e.to_string())
     });
     match built {
         Ok(Some(jobs)) => submit(rt, master, jobs, &a.show, "orchestrate"),

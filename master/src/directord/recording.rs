@@ -32,7 +32,7 @@ use runner::EventSink;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::control::Origin;
+use crate::control::Requester;
 use crate::server::Hub;
 
 /// The action of a job's steps.
@@ -113,7 +113,7 @@ impl Recording {
     pub fn start(
         history: Option<&Arc<History>>,
         hub: &Hub,
-        origin: &Origin,
+        origin: &Requester,
         jobs: &[&Job],
     ) -> Option<Self> {
         let history = history?.clone();

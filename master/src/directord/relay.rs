@@ -34,8 +34,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::recording::{Recording, Tracked};
+use super::service::Directord;
 use super::transfer::Shipper;
-use super::Directord;
 use crate::control::{ControlReply, DirectordRequest};
 use crate::server::Hub;
 
@@ -268,7 +268,7 @@ async fn hold_for_reboots(hub: &Arc<Hub>, job: &Job, names: &[String]) -> BTreeM
     futures::future::join_all(waits)
         .await
         .into_iter()
-        .filter_map(|(n, r)| r.err().map(|why| (n, why)))
+        .filter_map(|(n, r)| r.err().map(|why| (n, why.to_string())))
         .collect()
 }
 
@@ -373,8 +373,20 @@ async fn run_queue(r: Arc<RequestRun>, jobs: Vec<Job>) -> Vec<(String, bool)> {
     outcomes
 }
 
+impl Directord {
+    /// Runs a request's jobs on the connected minions; progress goes to `tx`, the outcome is
+    /// the reply.
+    pub async fn run(
+        &self,
+        req: DirectordRequest,
+        tx: mpsc::UnboundedSender<ControlReply>,
+    ) -> ControlReply {
+        run(self, req, tx).await
+    }
+}
+
 /// The master's side: runs the request's jobs on the connected minions.
-pub async fn run(
+async fn run(
     d: &Directord,
     req: DirectordRequest,
     tx: mpsc::UnboundedSender<ControlReply>,

@@ -77,7 +77,7 @@ impl RemoteMinion {
         if let Some((run, steps)) = journaled {
             request.journaled(run, steps);
         }
-        Ok(request.finish(self.hub.grace(), sink).await?)
+        request.finish(self.hub.grace(), sink).await
     }
 
     /// This link with the requests of the recorded run `journal` journaled.

@@ -17,79 +17,10 @@ pub struct Described {
     pub schema: Option<Value>,
 }
 
-/// Why a call to a minion failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LinkError {
-    /// The program ran and failed: its exit code and the end of its stderr.
-    #[error("{program} exited with {code}{}", minion::wire::stderr_suffix(.stderr))]
-    Failed {
-        /// What ran, e.g. `resources/file conform`.
-        program: String,
-        /// Its exit code.
-        code: i32,
-        /// The tail of its stderr.
-        stderr: String,
-    },
-    /// The program printed something that is not the expected JSON.
-    #[error("{program} printed invalid output: {message}")]
-    BadOutput {
-        /// What ran.
-        program: String,
-        /// What was wrong.
-        message: String,
-    },
-    /// The minion could not be reached or could not run it at all.
-    #[error("{0}")]
-    Unreachable(String),
-}
-
-impl From<minion::DispatchError> for LinkError {
-    /// How a dispatch failure looks from the master, locally and over the network alike.
-    fn from(e: minion::DispatchError) -> Self {
-        use minion::DispatchError as D;
-        match e {
-            D::Failed {
-                kind,
-                action,
-                code,
-                stderr,
-            } => LinkError::Failed {
-                program: format!("resources/{kind} {action}"),
-                code,
-                stderr,
-            },
-            D::BadOutput {
-                kind,
-                action,
-                reason,
-            } => LinkError::BadOutput {
-                program: format!("resources/{kind} {action}"),
-                message: reason,
-            },
-            other => LinkError::Unreachable(other.to_string()),
-        }
-    }
-}
-
-impl From<minion::wire::WireError> for LinkError {
-    /// A failure the minion reported over the network, as it would have been locally.
-    fn from(e: minion::wire::WireError) -> Self {
-        use minion::wire::WireError as W;
-        match e {
-            W::Failed {
-                program,
-                code,
-                stderr,
-            } => LinkError::Failed {
-                program,
-                code,
-                stderr,
-            },
-            W::BadOutput { program, message } => LinkError::BadOutput { program, message },
-            W::Unreachable { message } => LinkError::Unreachable(message),
-        }
-    }
-}
+/// Why a call to a minion failed: the program failed, printed something that is not JSON, or
+/// could not be run at all. The same type travels the network ([`minion::wire::WireError`]), so
+/// a failure reads the same wherever the minion is.
+pub type LinkError = minion::wire::WireError;
 
 /// A fact document with the facts that failed.
 #[derive(Debug, Clone, Default)]

@@ -33,7 +33,9 @@ impl MinionLink for LocalMinion {
             .minion
             .facts(sink)
             .await
-            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
+            .map_err(|e| LinkError::Unreachable {
+                message: e.to_string(),
+            })?;
         Ok(Facts {
             document: Value::Object(report.document),
             failures: report

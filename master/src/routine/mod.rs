@@ -47,7 +47,7 @@ impl Default for ApplyOptions {
 /// What happened to one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum StepOutcome {
+pub enum StepStatus {
     /// Inspected and found as desired (only used for inspect records).
     Unchanged,
     /// Performed successfully.
@@ -78,7 +78,7 @@ pub struct StepReport {
     /// The state the action printed afterwards (redacted).
     pub after: Option<Value>,
     /// What happened.
-    pub outcome: StepOutcome,
+    pub outcome: StepStatus,
     /// How long it took.
     #[serde(serialize_with = "millis")]
     pub duration: Duration,
@@ -141,11 +141,11 @@ impl MinionReport {
         for s in &self.steps {
             touched.insert(s.resource.clone());
             let key = match s.outcome {
-                StepOutcome::Changed => "changed",
-                StepOutcome::Failed => "failed",
-                StepOutcome::Skipped => "skipped",
-                StepOutcome::WouldChange => "pending",
-                StepOutcome::Unchanged => "ok",
+                StepStatus::Changed => "changed",
+                StepStatus::Failed => "failed",
+                StepStatus::Skipped => "skipped",
+                StepStatus::WouldChange => "pending",
+                StepStatus::Unchanged => "ok",
             };
             *c.get_mut(key).expect("key exists") += 1;
         }
@@ -201,11 +201,7 @@ pub async fn converge<L: MinionLink>(
         report.error = Some(e);
         report.status = MinionStatus::Failed;
     }
-    if report
-        .steps
-        .iter()
-        .any(|s| s.outcome == StepOutcome::Failed)
-    {
+    if report.steps.iter().any(|s| s.outcome == StepStatus::Failed) {
         report.status = MinionStatus::Failed;
     }
     report.duration = start.elapsed();
@@ -256,15 +252,12 @@ async fn routine<L: MinionLink>(
             )
             .await
             .map_err(|e| e.to_string())?;
-        let failed_before = report
-            .steps
-            .iter()
-            .any(|s| s.outcome == StepOutcome::Failed);
+        let failed_before = report.steps.iter().any(|s| s.outcome == StepStatus::Failed);
         if steps.is_empty() || (failed_before && opts.fail_fast) {
             if report
                 .steps
                 .iter()
-                .any(|s| s.outcome == StepOutcome::Changed)
+                .any(|s| s.outcome == StepStatus::Changed)
             {
                 report.status = MinionStatus::Changed;
             }
@@ -286,7 +279,7 @@ async fn routine<L: MinionLink>(
         if opts.check {
             for step in &steps {
                 let before = observation_for(step, &prescription, &observations, &described);
-                let r = not_run(step, before, StepOutcome::WouldChange);
+                let r = not_run(step, before, StepStatus::WouldChange);
                 observer.progress(&minion, &step.action, &r.resource, "would change");
                 push_step(report, observer, r);
             }
@@ -315,21 +308,17 @@ async fn routine<L: MinionLink>(
         for group in batches(&steps, &described, opts.fail_fast) {
             if stop {
                 for step in group {
-                    let r = not_run(step, ctx.before(step), StepOutcome::Skipped);
+                    let r = not_run(step, ctx.before(step), StepStatus::Skipped);
                     push_step(report, observer, r);
                 }
                 continue;
             }
             for r in ctx.perform(link, observer, group).await {
-                stop |= r.outcome == StepOutcome::Failed && opts.fail_fast;
+                stop |= r.outcome == StepStatus::Failed && opts.fail_fast;
                 report.steps.push(r);
             }
         }
-        if report
-            .steps
-            .iter()
-            .any(|s| s.outcome == StepOutcome::Failed)
-        {
+        if report.steps.iter().any(|s| s.outcome == StepStatus::Failed) {
             return Ok(());
         }
     }
@@ -426,8 +415,8 @@ impl Perform<'_> {
             .zip(watches)
             .map(|((step, result), watch)| {
                 let (outcome, after, error) = match result {
-                    Ok(after) => (StepOutcome::Changed, Some(after), None),
-                    Err(e) => (StepOutcome::Failed, None, Some(e)),
+                    Ok(after) => (StepStatus::Changed, Some(after), None),
+                    Err(e) => (StepStatus::Failed, None, Some(e)),
                 };
                 let r = step_report(
                     self.round,
@@ -439,7 +428,7 @@ impl Perform<'_> {
                     each,
                     error,
                 );
-                let word = if outcome == StepOutcome::Failed {
+                let word = if outcome == StepStatus::Failed {
                     "failed"
                 } else {
                     "changed"
@@ -479,7 +468,7 @@ fn step_report(
     described: &BTreeMap<String, Described>,
     before: Option<Value>,
     after: Option<Value>,
-    outcome: StepOutcome,
+    outcome: StepStatus,
     duration: Duration,
     error: Option<String>,
 ) -> StepReport {
@@ -724,7 +713,7 @@ fn split_failures(
                     described,
                     None,
                     None,
-                    StepOutcome::Failed,
+                    StepStatus::Failed,
                     Duration::ZERO,
                     Some(e.to_string()),
                 ));

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use serde_json::Value;
 
 use crate::routine::documents::is_meta_field;
-use crate::routine::{MinionReport, MinionStatus, StepOutcome, StepReport};
+use crate::routine::{MinionReport, MinionStatus, StepReport, StepStatus};
 
 /// ANSI colours, or none when the output is not a terminal.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +96,7 @@ pub fn recap(reports: &[MinionReport], check: bool, style: &Style) -> String {
             for s in r
                 .steps
                 .iter()
-                .filter(|s| s.outcome == StepOutcome::WouldChange)
+                .filter(|s| s.outcome == StepStatus::WouldChange)
             {
                 out.push_str(&planned_step(r, s, style));
             }
@@ -111,7 +111,7 @@ pub fn recap(reports: &[MinionReport], check: bool, style: &Style) -> String {
                 e.replace('\n', "\n  ")
             ));
         }
-        for s in r.steps.iter().filter(|s| s.outcome == StepOutcome::Failed) {
+        for s in r.steps.iter().filter(|s| s.outcome == StepStatus::Failed) {
             out.push_str(&format!(
                 "{} {}: {} ({}, round {})\n  {}\n\n",
                 style.bad("FAILED"),

@@ -29,6 +29,22 @@ pub mod session;
 
 pub use session::{Request, Session};
 
+/// Why a minion marked inactive by a REBOOT is not back ([`Hub::wait_back`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotBack {
+    /// It was forgotten meanwhile.
+    #[error("{0} was purged (`ingot manage --purge-nodes`) while this job waited for it to come back after REBOOT; the job was not sent to it")]
+    Purged(String),
+    /// It did not connect again in time.
+    #[error("{name} did not come back within {secs}s after REBOOT (the limit is this job's --timeout); the job was not sent to it: check the machine, then `ingot manage --list-nodes`")]
+    Timeout {
+        /// The minion.
+        name: String,
+        /// The limit.
+        secs: u64,
+    },
+}
+
 /// A future of a [`Questions`] answer.
 pub type Answering<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 
@@ -216,7 +232,7 @@ impl Hub {
 
     /// Waits until `name`, marked inactive by a REBOOT, has connected again on a new
     /// connection; `Err` with why when it has not within `limit`, or was purged meanwhile.
-    pub async fn wait_back(&self, name: &str, limit: Duration) -> Result<(), String> {
+    pub async fn wait_back(&self, name: &str, limit: Duration) -> Result<(), NotBack> {
         let Some(session) = lock(&self.sessions).get(name).cloned() else {
             return Ok(());
         };
@@ -229,9 +245,7 @@ impl Hub {
                 .get(name)
                 .is_some_and(|s| Arc::ptr_eq(s, &session));
             if !current {
-                return Err(format!(
-                    "{name} was purged (`ingot manage --purge-nodes`) while this job waited for it to come back after REBOOT; the job was not sent to it"
-                ));
+                return Err(NotBack::Purged(name.to_owned()));
             }
             if !session.rebooting() {
                 return Ok(());
@@ -240,10 +254,10 @@ impl Hub {
                 d.saturating_duration_since(Instant::now())
             });
             if wait.is_zero() || tokio::time::timeout(wait, changes.changed()).await.is_err() {
-                return Err(format!(
-                    "{name} did not come back within {}s after REBOOT (the limit is this job's --timeout); the job was not sent to it: check the machine, then `ingot manage --list-nodes`",
-                    limit.as_secs()
-                ));
+                return Err(NotBack::Timeout {
+                    name: name.to_owned(),
+                    secs: limit.as_secs(),
+                });
             }
         }
     }

@@ -14,8 +14,11 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::journal::{Journal, RunJournal};
-use super::lock;
 use crate::routine::link::Described;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub(super) struct Pending {
     pub(super) events: mpsc::UnboundedSender<channel3::Event>,

@@ -12,7 +12,7 @@ use super::{machine_id, Agent, AgentOptions};
 
 /// `ingot minion serve`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
+pub struct AgentServeArgs {
     /// The minion tree (certs/ holds minion.crt, minion.key, ca.crt).
     #[arg(long, value_name = "DIR", env = "INGOT_MINION", default_value = crate::DEFAULT_DIR)]
     pub minion: PathBuf,
@@ -56,7 +56,7 @@ fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
 }
 
 /// `ingot minion serve`: connects to the master and runs its requests until interrupted.
-pub fn serve(rt: &tokio::runtime::Runtime, a: &ServeArgs) -> i32 {
+pub fn serve(rt: &tokio::runtime::Runtime, a: &AgentServeArgs) -> i32 {
     if !a.minion.is_dir() {
         return fail(
             exit::USAGE,

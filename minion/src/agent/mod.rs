@@ -29,7 +29,7 @@ use crate::directord::Engine;
 use crate::wire::tls::MASTER_SERVER_NAME;
 use crate::wire::{Frame, FrameReader, Op, Reply, WireError, PROTOCOL};
 use crate::Minion;
-use spool::{is_result, send_lines, slot_frames, Outbox, OutboxSink, Spool};
+use spool::{is_result, send_lines, slot_frames, Outbox, OutboxSink, Spool, Wire};
 
 pub mod command;
 pub mod enroll;
@@ -77,8 +77,6 @@ pub enum AgentError {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-type Wire = mpsc::UnboundedSender<Vec<u8>>;
 
 /// Now, in Unix seconds.
 pub fn now_secs() -> i64 {

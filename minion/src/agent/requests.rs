@@ -10,8 +10,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{lock, Agent};
+use crate::directord::boxed_future::BoxFuture;
 use crate::directord::cache::{Cache, JobState};
-use crate::directord::engine::{BoxFuture, FileSource, JobWait, JobWaitCoordinator};
+use crate::directord::engine::{FileSource, JobWait, JobWaitCoordinator};
 use crate::directord::{Engine, Job, JobResult};
 use crate::dispatch::DispatchError;
 use crate::wire::{
@@ -227,8 +228,13 @@ impl Agent {
     }
 }
 
-/// A dispatch failure as it travels back to the master (the master shows it as
-/// `LinkError`, with the same words).
+impl From<DispatchError> for WireError {
+    /// A dispatch failure as the master sees it, locally and over the network alike.
+    fn from(e: DispatchError) -> Self {
+        wire_error(e)
+    }
+}
+
 fn wire_error(e: DispatchError) -> WireError {
     match e {
         DispatchError::Failed {

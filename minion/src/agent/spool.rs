@@ -8,8 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::{lock, Wire};
 use crate::wire::Frame;
+
+/// Frames on their way to the master's connection (encoded netstrings).
+pub(super) type Wire = tokio::sync::mpsc::UnboundedSender<Vec<u8>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A running request's frames: to its spool slot, and live to the master when connected.
 pub(super) struct Outbox {

@@ -26,9 +26,7 @@
 //! transfer as a [`FileSource`].
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,14 +36,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::boxed_future::BoxFuture;
 use super::cache::{Bucket, Cache, JobState};
 use super::job::Job;
-use super::verb::{VerbError, VerbSpec};
+use super::syntax::{VerbError, VerbSpec};
 use super::verbs::{JobOutput, Traits};
 use crate::{DispatchError, Minion};
-
-/// A boxed future, for the pluggable parts.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Gathers a QUERY's results from every minion: returns `{identity: {ARGNAME: value}}` for
 /// the minions that hold the arg (a minion without it contributes no key).

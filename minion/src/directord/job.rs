@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha3::{Digest, Sha3_224};
 
-use super::verb::{self, Parsed, VerbError, VerbSpec};
+use super::syntax::{self, Parsed, VerbError, VerbSpec};
 
 /// Fields that never enter a fingerprint.
 pub const NOT_FINGERPRINTED: &[&str] = &["skip_cache", "force_lock", "exec_help", NOT_STARTED];
@@ -161,9 +161,18 @@ pub struct Origin {
     pub ignore_cache: bool,
 }
 
+/// What a verb string builds: its jobs, or the `--exec-help` text it asked for.
+#[derive(Debug, Clone)]
+pub enum Built {
+    /// The jobs.
+    Jobs(Vec<Job>),
+    /// `--exec-help` was given: the help text to print instead.
+    Help(String),
+}
+
 /// Builds the jobs for one verb string: one job, or for a transfer verb (ADD/COPY) one per
-/// source file matched (globs expand relative to `cwd`, on this host). Returns `Ok(Err(help))`
-/// for `--exec-help`.
+/// source file matched (globs expand relative to `cwd`, on this host). Returns
+/// [`Built::Help`] for `--exec-help`.
 pub fn build(
     spec: &VerbSpec,
     verb: &str,
@@ -172,10 +181,10 @@ pub fn build(
     vars: &Map<String, Value>,
     origin: &Origin,
     cwd: &Path,
-) -> Result<Result<Vec<Job>, String>, BuildError> {
+) -> Result<Built, BuildError> {
     let verb = verb.to_uppercase();
-    let mut fields = match verb::parse(spec, &verb, text, vars)? {
-        Parsed::Help(h) => return Ok(Err(h)),
+    let mut fields = match syntax::parse(spec, &verb, text, vars)? {
+        Parsed::Help(h) => return Ok(Built::Help(h)),
         Parsed::Fields(f) => f,
     };
     if origin.ignore_cache {
@@ -200,7 +209,7 @@ pub fn build(
         }
     };
     if !spec.transfer {
-        return Ok(Ok(vec![mk(fields)]));
+        return Ok(Built::Jobs(vec![mk(fields)]));
     }
     let from = fields
         .get("from")
@@ -237,7 +246,7 @@ pub fn build(
         f.insert("file_to".into(), Value::String(file_to));
         jobs.push(mk(f));
     }
-    Ok(Ok(jobs))
+    Ok(Built::Jobs(jobs))
 }
 
 /// Expands a source glob relative to `cwd` into regular files (absolute paths, sorted).
@@ -292,7 +301,7 @@ pub fn expand(verb: &str, pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, Bui
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directord::verb::{OptSpec, OptType};
+    use crate::directord::syntax::{OptSpec, OptType};
 
     fn add_spec() -> VerbSpec {
         let mut s = VerbSpec::new(
@@ -307,9 +316,10 @@ mod tests {
     }
 
     fn build_one(spec: &VerbSpec, verb: &str, text: &str, cwd: &Path) -> Vec<Job> {
-        build(spec, verb, verb, text, &Map::new(), &Origin::default(), cwd)
-            .unwrap()
-            .unwrap()
+        match build(spec, verb, verb, text, &Map::new(), &Origin::default(), cwd).unwrap() {
+            Built::Jobs(jobs) => jobs,
+            Built::Help(h) => panic!("help: {h}"),
+        }
     }
 
     #[test]

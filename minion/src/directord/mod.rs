@@ -1,7 +1,7 @@
 //! Directord on ingot, minion side: verb strings, the verbs as resource executables, the job
 //! cache, orchestration files and the job engine.
 //!
-//! - [`verb`]: the option-list format a verb publishes in `describe`'s `args`, verb-string
+//! - [`syntax`]: the option-list format a verb publishes in `describe`'s `args`, verb-string
 //!   parsing (shell words, options only before the payload, `--`) and `--exec-help`.
 //! - [`job`]: [`job::Job`] (serialisable), fingerprints (SHA3-224 of the canonical job; ADD/COPY
 //!   include the source's content hash) and building jobs from verb strings (ADD/COPY globs
@@ -13,16 +13,18 @@
 //! - [`orchestration`]: Directord YAML.
 //! - [`engine`]: per-parent queues, the cache rules, QUERY and file hooks — the API the
 //!   network layer drives (see its module docs).
-//! - [`cli`]: `ingot exec` and `ingot orchestrate` against one local minion.
+//! - [`command`]: `ingot exec` and `ingot orchestrate` against one local minion.
 
+pub mod boxed_future;
 pub mod cache;
-pub mod cli;
+pub mod command;
 pub mod engine;
 pub mod job;
 pub mod orchestration;
+pub mod syntax;
 pub mod template;
-pub mod verb;
 pub mod verbs;
 
 pub use engine::{Engine, JobResult, Status};
+
 pub use job::Job;

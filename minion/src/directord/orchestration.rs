@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::job::sha3_hex;
-use super::verb::strtobool;
+use super::syntax::strtobool;
 
 /// Why an orchestration file was refused.
 #[derive(Debug, thiserror::Error)]

@@ -18,11 +18,8 @@ pub use answers::{
     DescribeAnswer, EndedState, FactsAnswer, InstallAnswer, InstallState, JobStateAnswer,
     JobWaitAnswer, TransferAnswer,
 };
-pub use framing::{encode, write, FrameError, FrameReader};
+pub use framing::{encode, write, FrameError, FrameReader, MAX_FRAME};
 pub use job::Job;
-
-/// The cap on one frame's payload.
-pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// The protocol version in `hello`.
 pub const PROTOCOL: u32 = 3;

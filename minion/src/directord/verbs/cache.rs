@@ -5,9 +5,9 @@
 use serde_json::{json, Map, Value};
 
 use super::support::{Ctx, JobOutput};
-use super::{Traits, Verb};
+use super::verb::{Traits, Verb};
+use crate::directord::syntax::{OptSpec, OptType, VerbSpec};
 use crate::directord::template;
-use crate::directord::verb::{OptSpec, OptType, VerbSpec};
 
 /// The ARG verb (`resources/arg`).
 pub const ARG: Verb = Verb {

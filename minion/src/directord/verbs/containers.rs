@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::support::{ran, Ctx, JobOutput, Ran};
-use super::{Traits, Verb};
-use crate::directord::verb::{split_words, OptSpec, OptType, VerbSpec};
+use super::verb::{Traits, Verb};
+use crate::directord::syntax::{split_words, OptSpec, OptType, VerbSpec};
 
 /// The CONTAINER_IMAGE verb (`resources/container_image`).
 pub const CONTAINER_IMAGE: Verb = Verb {
@@ -451,7 +451,7 @@ fn exec_run(c: &Ctx, ctr: &str) -> JobOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directord::verb::{parse, Parsed};
+    use crate::directord::syntax::{parse, Parsed};
     use serde_json::Map;
 
     #[test]

@@ -7,11 +7,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::support::{Ctx, JobOutput};
-use super::{Traits, Verb};
+use super::verb::{Traits, Verb};
 use crate::directord::cache::write_atomic;
 use crate::directord::job::file_sha3;
+use crate::directord::syntax::{OptSpec, OptType, VerbSpec};
 use crate::directord::template;
-use crate::directord::verb::{OptSpec, OptType, VerbSpec};
 
 /// The ADD verb (`resources/add`).
 pub const ADD: Verb = Verb {

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::support::{prog, retry, sections, Ctx, JobOutput, Ran};
-use super::{Traits, Verb};
-use crate::directord::verb::{OptSpec, OptType, VerbSpec};
+use super::verb::{Traits, Verb};
+use crate::directord::syntax::{OptSpec, OptType, VerbSpec};
 
 /// The DNF verb (`resources/dnf`).
 pub const DNF: Verb = Verb {

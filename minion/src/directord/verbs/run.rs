@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::support::{detach, sh, Ctx, JobOutput, Ran};
-use super::{Traits, Verb};
-use crate::directord::engine::BoxFuture;
-use crate::directord::verb::{OptSpec, OptType, VerbSpec};
+use super::verb::{Traits, Verb};
+use crate::directord::boxed_future::BoxFuture;
+use crate::directord::syntax::{OptSpec, OptType, VerbSpec};
 use crate::DispatchError;
 
 /// The RUN verb (`resources/run`).

@@ -5,8 +5,8 @@
 use serde_json::{json, Map, Value};
 
 use super::support::{detach, have, prog, retry, sections, Ctx, JobOutput};
-use super::{Traits, Verb};
-use crate::directord::verb::{OptSpec, OptType, VerbSpec};
+use super::verb::{Traits, Verb};
+use crate::directord::syntax::{OptSpec, OptType, VerbSpec};
 
 /// The SERVICE verb (`resources/service_verb`).
 pub const SERVICE: Verb = Verb {
@@ -270,7 +270,7 @@ fn facter_exec(c: &Ctx) -> JobOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directord::verb::{parse, Parsed};
+    use crate::directord::syntax::{parse, Parsed};
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::support::{prog, sh, Ctx, JobOutput};
-use super::{Traits, Verb};
+use super::verb::{Traits, Verb};
 use crate::directord::cache::{Bucket, Cache};
-use crate::directord::verb::{OptSpec, OptType, VerbSpec};
+use crate::directord::syntax::{OptSpec, OptType, VerbSpec};
 
 /// The WAIT verb (`resources/wait`).
 pub const WAIT: Verb = Verb {

@@ -217,8 +217,9 @@ fn facts_inner(
             i32::from(!r.ok())
         }
         Err(e) => {
+            // No facts/ to list: the tree is not there (or not a minion tree).
             eprintln!("ingot: error: {e}");
-            1
+            runner::exit::USAGE
         }
     }
 }

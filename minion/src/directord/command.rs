@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 use super::cache::Cache;
-use super::engine::{Engine, JobResult, Status};
-use super::job::{self, Job, Origin};
-use super::orchestration;
+use super::engine::{Engine, JobResult, ResolveError, Status};
+use super::job::{self, BuildError, Built, Job, Origin};
+use super::orchestration::{self, OrchestrationError};
 use crate::{layout, Minion};
 
 /// How results are shown (Directord's mutually exclusive modes), and how far ahead jobs are
@@ -123,6 +123,56 @@ pub struct OrchestrateArgs {
     pub show: Show,
 }
 
+/// What `ingot exec` does: run the jobs, or print the `--exec-help` text the verb string
+/// asked for.
+#[derive(Debug, Clone)]
+pub enum ExecPlan {
+    /// The jobs to run.
+    Jobs(Vec<Job>),
+    /// `--exec-help` was given: the help text to print instead.
+    Help(String),
+}
+
+/// Why the jobs of `ingot exec` or `ingot orchestrate` could not be built (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The verb has no resource on the minion, or its option list is bad.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The verb string is bad, or an ADD/COPY source is missing.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// An orchestration file cannot be read or parsed.
+    #[error(transparent)]
+    Orchestration(#[from] OrchestrationError),
+    /// One job of an orchestration file is bad.
+    #[error("{}: orchestration {orchestration}, job {job}: {problem}", file.display())]
+    Job {
+        /// The file.
+        file: PathBuf,
+        /// The orchestration's position in the file, from 1.
+        orchestration: usize,
+        /// The job's position in the orchestration, from 1.
+        job: usize,
+        /// What is wrong with it.
+        problem: Box<JobProblem>,
+    },
+}
+
+/// What is wrong with one job of an orchestration file.
+#[derive(Debug, thiserror::Error)]
+pub enum JobProblem {
+    /// Its verb has no resource on the minion, or the verb's option list is bad.
+    #[error(transparent)]
+    Resolve(ResolveError),
+    /// Its verb string is bad, or an ADD/COPY source is missing.
+    #[error(transparent)]
+    Build(BuildError),
+    /// It asks for `--exec-help`, which only `ingot exec` prints.
+    #[error("--exec-help is for `ingot exec`; remove it from the file")]
+    ExecHelp,
+}
+
 fn engine(local: &Local) -> Result<Engine, String> {
     let dir = &local.minion;
     if !dir.join("resources").is_dir() {
@@ -217,9 +267,9 @@ fn cwd() -> PathBuf {
 /// with one parent, so every file of an ADD glob shares it.
 fn exec_jobs(
     a: &ExecArgs,
-    spec: &super::verb::VerbSpec,
+    spec: &super::syntax::VerbSpec,
     kind: &str,
-) -> Result<Result<Vec<Job>, String>, job::BuildError> {
+) -> Result<ExecPlan, BuildError> {
     let origin = Origin {
         parent_async: a.force_async,
         targets: a.target.clone(),
@@ -235,17 +285,18 @@ fn exec_jobs(
         &origin,
         &cwd(),
     )? {
-        Ok(jobs) => jobs,
-        Err(help) => return Ok(Err(help)),
+        Built::Jobs(jobs) => jobs,
+        Built::Help(help) => return Ok(ExecPlan::Help(help)),
     };
     let parent = jobs.first().map(|j| j.job_id.clone()).unwrap_or_default();
-    Ok(Ok(jobs
-        .into_iter()
-        .map(|mut j| {
-            j.parent_id = parent.clone();
-            j
-        })
-        .collect()))
+    Ok(ExecPlan::Jobs(
+        jobs.into_iter()
+            .map(|mut j| {
+                j.parent_id = parent.clone();
+                j
+            })
+            .collect(),
+    ))
 }
 
 fn usage_error(cmd: &str, e: impl std::fmt::Display) -> i32 {
@@ -255,9 +306,9 @@ fn usage_error(cmd: &str, e: impl std::fmt::Display) -> i32 {
 
 /// The jobs `ingot exec` runs, or the `--exec-help` text to print instead. The local and the
 /// network `exec` both start here.
-pub async fn exec_plan(engine: &Engine, a: &ExecArgs) -> Result<Result<Vec<Job>, String>, String> {
-    let (kind, spec) = engine.resolve(&a.verb).await.map_err(|e| e.to_string())?;
-    exec_jobs(a, &spec, &kind).map_err(|e| e.to_string())
+pub async fn exec_plan(engine: &Engine, a: &ExecArgs) -> Result<ExecPlan, PlanError> {
+    let (kind, spec) = engine.resolve(&a.verb).await?;
+    Ok(exec_jobs(a, &spec, &kind)?)
 }
 
 /// `ingot exec`: returns the exit code.
@@ -268,8 +319,8 @@ pub fn exec(rt: &Runtime, a: &ExecArgs) -> i32 {
     };
     rt.block_on(async {
         match exec_plan(&engine, a).await {
-            Ok(Ok(jobs)) => run_jobs(&engine, jobs, &a.show).await,
-            Ok(Err(help)) => {
+            Ok(ExecPlan::Jobs(jobs)) => run_jobs(&engine, jobs, &a.show).await,
+            Ok(ExecPlan::Help(help)) => {
                 print!("{help}");
                 0
             }
@@ -286,22 +337,23 @@ pub async fn plan(
     ignore_cache: bool,
     force_async: bool,
     cwd: &Path,
-) -> Result<Vec<Job>, String> {
+) -> Result<Vec<Job>, PlanError> {
     let mut jobs = Vec::new();
     for f in files {
-        let orchs = orchestration::parse_file(f).map_err(|e| e.to_string())?;
+        let orchs = orchestration::parse_file(f)?;
         for (oi, o) in orchs.iter().enumerate() {
             let parent_id = uuid::Uuid::new_v4().to_string();
             for (ji, line) in o.jobs.iter().enumerate() {
-                let at = |e: &dyn std::fmt::Display| {
-                    format!(
-                        "{}: orchestration {}, job {}: {e}",
-                        f.display(),
-                        oi + 1,
-                        ji + 1
-                    )
+                let at = |problem: JobProblem| PlanError::Job {
+                    file: f.clone(),
+                    orchestration: oi + 1,
+                    job: ji + 1,
+                    problem: Box::new(problem),
                 };
-                let (kind, spec) = engine.resolve(&line.verb).await.map_err(|e| at(&e))?;
+                let (kind, spec) = engine
+                    .resolve(&line.verb)
+                    .await
+                    .map_err(|e| at(JobProblem::Resolve(e)))?;
                 let t = line
                     .assign
                     .clone()
@@ -319,13 +371,9 @@ pub async fn plan(
                 match job::build(
                     &spec, &line.verb, &kind, &line.text, &line.vars, &origin, cwd,
                 ) {
-                    Ok(Ok(js)) => jobs.extend(js),
-                    Ok(Err(_help)) => {
-                        return Err(at(
-                            &"--exec-help is for `ingot exec`; remove it from the file",
-                        ))
-                    }
-                    Err(e) => return Err(at(&e)),
+                    Ok(Built::Jobs(js)) => jobs.extend(js),
+                    Ok(Built::Help(_)) => return Err(at(JobProblem::ExecHelp)),
+                    Err(e) => return Err(at(JobProblem::Build(e))),
                 }
             }
         }
@@ -338,7 +386,7 @@ pub async fn plan(
 pub async fn orchestrate_plan(
     engine: &Engine,
     a: &OrchestrateArgs,
-) -> Result<Option<Vec<Job>>, String> {
+) -> Result<Option<Vec<Job>>, PlanError> {
     let jobs = plan(
         engine,
         &a.files,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::VerbError;
+use super::error::VerbError;
 
 /// The value type of an option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -147,7 +147,7 @@ impl OptSpec {
 
 /// A mutually exclusive group of options.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Group {
+pub struct OptionGroup {
     /// Name, for messages.
     pub name: String,
     /// Option names (`name` fields).
@@ -175,7 +175,7 @@ pub struct VerbSpec {
     pub options: Vec<OptSpec>,
     /// Mutually exclusive groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<Group>,
+    pub groups: Vec<OptionGroup>,
 }
 
 fn yes() -> bool {
@@ -202,7 +202,7 @@ impl VerbSpec {
 
     /// Adds a mutually exclusive group.
     pub fn group(mut self, name: &str, options: &[&str], required: bool) -> Self {
-        self.groups.push(Group {
+        self.groups.push(OptionGroup {
             name: name.into(),
             options: options.iter().map(|s| (*s).to_owned()).collect(),
             required,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::model::{EventRow, ListFilter, PruneFilter, RunStatus, RunSummary, StepOutcome};
-use crate::render::{self, Style};
+use crate::render::{self, Palette};
 use crate::{Error, Location, Result, Store};
 
 /// `ingot history` options.
@@ -121,7 +121,7 @@ pub fn main(args: HistoryArgs) -> Result<i32> {
     let stdout = std::io::stdout();
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = stdout.lock();
-    match run(&location, args.command, &mut out, Style { color }) {
+    match run(&location, args.command, &mut out, Palette { color }) {
         Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
         other => other,
     }
@@ -132,7 +132,7 @@ pub fn run(
     location: &Location,
     command: HistoryCommand,
     out: &mut dyn Write,
-    style: Style,
+    style: Palette,
 ) -> Result<i32> {
     let mut store = Store::open(location)?;
     match command {

@@ -3,9 +3,9 @@
 
 use serde_json::{json, Map, Value};
 
+use super::error::VerbError;
 use super::literal::literal;
 use super::spec::{Nargs, OptSpec, OptType, VerbSpec};
-use super::VerbError;
 
 /// A verb string parsed: the job's fields, or a request for help.
 #[derive(Debug, Clone, PartialEq)]
@@ -374,7 +374,7 @@ pub fn parse(
                 .join(", ")
         };
         if set.len() > 1 {
-            return Err(VerbError::Group {
+            return Err(VerbError::OptionGroup {
                 verb: v.into(),
                 problem: format!(
                     "{} cannot be combined ({} group: choose one of {})",
@@ -385,7 +385,7 @@ pub fn parse(
             });
         }
         if g.required && set.is_empty() {
-            return Err(VerbError::Group {
+            return Err(VerbError::OptionGroup {
                 verb: v.into(),
                 problem: format!("give one of {} ({} group)", names(), g.name),
             });
