@@ -25,7 +25,7 @@ wait_connected "$minions" 100
 sleep 3
 echo "idle agent RSS (after 3 heartbeats): $(ps -o rss= -p "$agent") KiB"
 start=$(date +%s.%N)
-"$ingot" orchestrate w2.yaml --master m --check --pipeline "$pipeline" >orchestrate.log 2>&1 || { tail -5 orchestrate.log; exit 1; }
+"$ingot" orchestrate w2.yaml --master m --poll --check --pipeline "$pipeline" >orchestrate.log 2>&1 || { tail -5 orchestrate.log; exit 1; }
 end=$(date +%s.%N)
 tail -1 orchestrate.log
 echo "agent RSS after: $(ps -o rss= -p "$agent") KiB"

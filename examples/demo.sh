@@ -8,7 +8,8 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 if [ -z "${INGOT:-}" ]; then
-  cargo build --release --quiet --manifest-path "$top/Cargo.toml"
+  echo "building ingot (release, fat LTO: several minutes the first time)..." >&2
+  cargo build --release --manifest-path "$top/Cargo.toml"
   INGOT="$top/target/release/ingot"
 fi
 demo=$(mktemp -d "${TMPDIR:-/tmp}/ingot-demo.XXXXXX")

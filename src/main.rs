@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+mod shell;
 
 #[derive(Parser)]
 #[command(
@@ -16,6 +18,9 @@ struct Cli {
     /// Log filter for ingot's own diagnostics (e.g. debug, ingot=trace); also INGOT_LOG.
     #[arg(long, global = true, env = "INGOT_LOG", default_value = "warn")]
     log: String,
+    /// Debug diagnostics: the same as `--log debug` (Directord's --debug); also INGOT_DEBUG.
+    #[arg(long, global = true, env = "INGOT_DEBUG", value_parser = clap::builder::BoolishValueParser::new())]
+    debug: bool,
     /// Settings file (YAML `key: value`, keys as the INGOT_* variables in lower case); flags
     /// and INGOT_* variables win over it. Default: $INGOT_CONFIG, else /etc/ingot/config.yaml.
     #[arg(long, global = true, value_name = "FILE")]
@@ -56,9 +61,9 @@ enum Command {
         #[command(subcommand)]
         what: MinionWhat,
     },
-    /// Directord's manage: nodes (--list-nodes, --purge-nodes), the jobs run through the
-    /// master (--list-jobs, --job-info, --analyze-job, --analyze-parent, --export-jobs,
-    /// --purge-jobs), the minions' caches (--dump-cache).
+    /// Directord's manage: nodes (--list-nodes, --export-nodes, --purge-nodes), the jobs run
+    /// through the master (--list-jobs, --job-info, --analyze-job, --analyze-parent,
+    /// --analyze-all, --export-jobs, --purge-jobs), the minions' caches (--dump-cache).
     Manage(master::daemon::ManageArgs),
     /// Print a systemd unit file for the master or the minion agent.
     SystemdUnit(master::systemd::SystemdUnitArgs),
@@ -69,6 +74,17 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Print a shell completion script (e.g. `ingot completions bash >
+    /// /usr/share/bash-completion/completions/ingot`; zsh: a file `_ingot` in $fpath; fish:
+    /// ~/.config/fish/completions/ingot.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of ingot (roff; e.g. `ingot man > /usr/local/share/man/man1/ingot.1`,
+    /// or read it with `ingot man | man -l -`).
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +124,7 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|_| "warn".into()),
             )
             .with_writer(std::io::stderr)
+            .with_ansi(stderr_is_styled())
             .init();
         let code =
             minion::busybox(std::ffi::OsStr::new(&name), &args).unwrap_or(runner::exit::USAGE);
@@ -122,11 +139,13 @@ fn main() -> ExitCode {
         return ExitCode::from(runner::exit::USAGE as u8);
     }
     let cli = Cli::parse();
+    let log = if cli.debug { "debug" } else { &cli.log };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_new(log).unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(stderr_is_styled())
         .init();
     match dispatch(cli, upstream_fd3) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -184,6 +203,8 @@ fn dispatch(cli: Cli, upstream_fd3: Option<std::os::fd::OwnedFd>) -> anyhow::Res
         }
         Command::History(a) => Ok(historian::commands::main(a)?),
         Command::Run(a) => Ok(master::program::run(&rt, a, upstream_fd3)?),
+        Command::Completions { shell } => shell::completions(Cli::command(), shell),
+        Command::Man => shell::man(Cli::command()),
     }
 }
 
@@ -196,4 +217,10 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     } else {
         runner::exit::FAILED
     }
+}
+
+/// Whether ingot's own diagnostics may use colour: stderr is a terminal and `NO_COLOR` is unset.
+fn stderr_is_styled() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }

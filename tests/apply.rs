@@ -173,6 +173,48 @@ fn check_after_a_manual_edit_reports_exactly_that_edit_and_changes_nothing() {
         Some(0),
         "without --detailed-exitcode pending is success"
     );
+    // The check runs that found the edit are stored as drift, and can be listed as such.
+    let history = |args: &[&str]| {
+        let out = output(
+            ingot(w.path())
+                .args(["history", "list", "--json"])
+                .args(args),
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let drift = history(&["--status", "drift"]);
+    assert_eq!(drift.as_array().map(Vec::len), Some(2), "{drift:#}");
+    assert!(drift
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "drift"));
+    let all = history(&[]);
+    assert_eq!(all[2]["status"], "changed", "the first apply: {all:#}");
+    let why = drift[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("m1: drifted: file ") && why.contains("/etc/motd"),
+        "the drift is named: {why}"
+    );
+}
+
+#[test]
+fn a_failed_runs_reason_is_stored_and_shown() {
+    let w = World::new("basics");
+    w.prescribe("#!/bin/sh\ncat >/dev/null\necho 'no role for this host' >&2\nexit 3\n");
+    assert_eq!(w.apply(&[]).status.code(), Some(1));
+    let out = output(ingot(w.path()).args(["history", "show", "last"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("failed: m1: actors/prescribe failed with exit code 3")
+            && text.contains("no role for this host"),
+        "history show says why: {text}"
+    );
+    let out = output(ingot(w.path()).args(["history", "list", "--json"]));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(runs[0]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("exit code 3")));
 }
 
 #[test]
@@ -492,4 +534,65 @@ fn settings_come_from_the_config_file_below_env_and_flags() {
         err.contains("config.yaml") && err.contains("mastr"),
         "{err}"
     );
+}
+
+/// A built-in fact whose link leads to a moved `ingot` stops the minion's run before prescribe:
+/// a fact document missing it could prescribe away what depends on it.
+#[test]
+fn a_built_in_fact_lost_to_a_moved_binary_fails_before_prescribe() {
+    let w = World::new("basics");
+    let marker = w.path().join("prescribed");
+    w.prescribe(&format!(
+        "#!/bin/sh\ntouch '{}'\necho '[]'\n",
+        marker.display()
+    ));
+    let os = w.path().join("minion/facts/os");
+    std::fs::remove_file(&os).unwrap();
+    std::os::unix::fs::symlink(w.path().join("gone/ingot"), &os).unwrap();
+    let (code, doc) = w.apply_json(&[]);
+    assert_eq!(code, Some(1), "{doc:#}");
+    let err = doc["minions"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("fact os") && err.contains("re-run `ingot init minion"),
+        "{doc:#}"
+    );
+    assert!(
+        !marker.exists(),
+        "prescribe ran on a fact document without os"
+    );
+
+    // Once init has repaired the link, the same apply prescribes.
+    let out = output(
+        ingot(w.path())
+            .args(["init", "minion"])
+            .arg(w.path().join("minion")),
+    );
+    assert!(out.status.success());
+    let (code, doc) = w.apply_json(&[]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert!(marker.exists());
+}
+
+#[test]
+fn a_missing_resource_is_created_even_when_nothing_else_differs() {
+    // Its only field besides the name is sensitive (never compared): before, a resource that
+    // reported `exists: false` was called converged and never created.
+    let w = World::new("basics");
+    let made = w.path().join("secret-made");
+    script(
+        &w.path().join("minion/resources/secret"),
+        &format!(
+            "#!/bin/sh\nf={}\ncase $1 in\n describe) exit 1;;\n inspect) cat >/dev/null; if [ -e $f ]; then e=true; else e=false; fi; echo \"{{\\\"kind\\\":\\\"secret\\\",\\\"name\\\":\\\"db\\\",\\\"exists\\\":$e}}\";;\n conform) cat >/dev/null; touch $f; echo '{{\"kind\":\"secret\",\"name\":\"db\",\"exists\":true}}';;\nesac\n",
+            made.display()
+        ),
+    );
+    w.prescribe(
+        "#!/bin/sh\necho '[{\"kind\":\"secret\",\"name\":\"db\",\"value\":\"s3cr3t\",\"sensitive\":[\"value\"]}]'\n",
+    );
+    let (code, doc) = w.apply_json(&[]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(doc["status"], "changed", "{doc:#}");
+    assert!(made.exists(), "conformed");
+    let (_, doc) = w.apply_json(&[]);
+    assert_eq!(doc["status"], "ok", "then converged: {doc:#}");
 }

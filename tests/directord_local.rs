@@ -224,7 +224,16 @@ fn bad_verb_strings_and_unknown_verbs_are_clear() {
     );
     let o = exec(d.path(), &m, "NOPE", "x");
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("NOPE: no such verb"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("NOPE: no such verb"), "{err}");
+    assert!(
+        err.contains("resources/nope_verb"),
+        "names the executables looked for: {err}"
+    );
+    assert!(
+        !err.contains("/tmp/"),
+        "no scratch path in the message: {err}"
+    );
     let o = exec(d.path(), &m, "SERVICE", "--restarted --stopped nginx");
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be combined"));

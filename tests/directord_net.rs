@@ -10,13 +10,7 @@ use crate::util::{ingot, output};
 const NAMES: [&str; 3] = ["d1", "d2", "d3"];
 
 fn fleet() -> Fleet {
-    let mut fleet = Fleet::start(5);
-    for n in NAMES {
-        fleet.minion_tree(n, "");
-        fleet.start_minion(n, &format!("machine-{n}"), None);
-    }
-    fleet.wait_connected(&NAMES);
-    fleet
+    Fleet::with_minions(5, &NAMES)
 }
 
 fn text(o: &Output) -> String {
@@ -27,7 +21,7 @@ fn orchestrate(fleet: &Fleet, cwd: &Path, file: &str) -> Output {
     output(
         ingot(cwd)
             .env("INGOT_HISTORY", fleet.path().join("history.db"))
-            .args(["orchestrate", file, "--check", "--master"])
+            .args(["orchestrate", file, "--poll", "--check", "--master"])
             .arg(fleet.master_dir()),
     )
 }
@@ -81,7 +75,9 @@ fn run_once_lands_on_one_minion_and_query_merges_every_minion() {
     // An ARG on one minion, QUERY everywhere, then every minion sees it through `query`.
     let o = output(
         ingot(d)
-            .args(["exec", "--verb", "ARG", "--target", "d2", "--master"])
+            .args([
+                "exec", "--poll", "--verb", "ARG", "--target", "d2", "--master",
+            ])
             .arg(&m)
             .arg("secret fromd2"),
     );
@@ -119,7 +115,9 @@ fn run_once_lands_on_one_minion_and_query_merges_every_minion() {
     // Unknown targets: a clear failure.
     let o = output(
         ingot(d)
-            .args(["exec", "--verb", "RUN", "--target", "nope", "--master"])
+            .args([
+                "exec", "--poll", "--verb", "RUN", "--target", "nope", "--master",
+            ])
             .arg(&m)
             .arg("true"),
     );
@@ -364,9 +362,11 @@ fn manage_lists_analyzes_exports_and_purges_the_jobs_run_through_the_master() {
         let o = orchestrate(&fleet, &d, "orch.yaml");
         let out = text(&o);
         assert_eq!(o.status.code(), Some(1), "{out}\n{}", fleet.master_log());
+        // `history: ingot history [--master DIR] show RUN`
         let run = out
-            .split("ingot history show ")
-            .nth(1)
+            .lines()
+            .find(|l| l.starts_with("history: ingot history"))
+            .and_then(|l| l.split(" show ").nth(1))
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("no history line: {out}"))
             .to_owned();
@@ -594,7 +594,7 @@ fn queuesentinel_through_the_master_drops_the_jobs_not_yet_run() {
     std::fs::write(fleet.path().join("slow.yaml"), yaml).unwrap();
     let mut slow = ingot(fleet.path())
         .env("INGOT_HISTORY", fleet.path().join("history.db"))
-        .args(["orchestrate", "slow.yaml", "--master"])
+        .args(["orchestrate", "slow.yaml", "--poll", "--master"])
         .arg(fleet.master_dir())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -712,7 +712,7 @@ fn reboot_holds_the_next_jobs_until_the_minion_connects_again() {
     fleet.wait_connected(&["r1"]);
     let after = reboot_then_touch(&fleet, "reboot.yaml", "", "after-reboot");
     let orchestration = ingot(fleet.path())
-        .args(["orchestrate", "reboot.yaml", "--master"])
+        .args(["orchestrate", "reboot.yaml", "--poll", "--master"])
         .arg(fleet.master_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -933,7 +933,7 @@ fn manage_lists_jobs_still_running_as_processing() {
     )
     .unwrap();
     let running = ingot(&d)
-        .args(["orchestrate", "gated.yaml", "--master"])
+        .args(["orchestrate", "gated.yaml", "--poll", "--master"])
         .arg(fleet.master_dir())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -1061,7 +1061,7 @@ fn a_restart_of_the_master_leaves_an_unfinished_orchestration_interrupted_not_ru
     )
     .unwrap();
     let client = ingot(&d)
-        .args(["orchestrate", "gated.yaml", "--master"])
+        .args(["orchestrate", "gated.yaml", "--poll", "--master"])
         .arg(fleet.master_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

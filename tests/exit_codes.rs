@@ -182,6 +182,11 @@ fn targets_that_match_nothing_and_a_second_master() {
     ]));
     assert_eq!(code(&out), runner::exit::UNAVAILABLE, "{}", stderr(&out));
     assert!(stderr(&out).contains("already serving"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("pid {}", fleet.master_pid())),
+        "names the running master: {}",
+        stderr(&out)
+    );
     let out = output(ingot(d).args(["manage", "--master", "m", "--list-nodes"]));
     assert_eq!(
         code(&out),

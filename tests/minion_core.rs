@@ -77,19 +77,30 @@ fn init_lays_out_the_tree_with_busybox_links_and_is_safe_to_rerun() {
         let target = std::fs::read_link(dir.join(l)).unwrap();
         assert_eq!(std::fs::canonicalize(&target).unwrap(), exe, "{l}");
     }
-    // A user's replacement and a user's own resource survive re-runs, even with --force.
+    // A user's replacement, a user's own resource and a built-in's name linked to another
+    // program survive re-runs, even with --force.
     std::fs::remove_file(dir.join("facts/os")).unwrap();
     script(&dir.join("facts/os"), "#!/bin/sh\necho '\"mine\"'\n");
     script(&dir.join("resources/mine"), "#!/bin/sh\n");
-    // A stale link to an old ingot: kept without --force, refreshed with it.
+    std::fs::remove_file(dir.join("resources/user")).unwrap();
+    std::os::unix::fs::symlink("/bin/true", dir.join("resources/user")).unwrap();
+    // A stale link to an old ingot: repaired without --force.
     std::fs::remove_file(dir.join("resources/file")).unwrap();
     std::os::unix::fs::symlink("/opt/old/ingot", dir.join("resources/file")).unwrap();
     let out = run(Command::new(bin()).args(["init", "minion"]).arg(&dir), "");
     assert!(out.status.success());
-    assert!(stderr(&out).contains("use --force"));
+    assert!(
+        stderr(&out).contains(&format!(
+            "repaired {}: it led to /opt/old/ingot",
+            dir.join("resources/file").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 repaired"));
     assert_eq!(
-        std::fs::read_link(dir.join("resources/file")).unwrap(),
-        Path::new("/opt/old/ingot")
+        std::fs::canonicalize(dir.join("resources/file")).unwrap(),
+        exe
     );
     let out = run(
         Command::new(bin())
@@ -98,15 +109,125 @@ fn init_lays_out_the_tree_with_busybox_links_and_is_safe_to_rerun() {
         "",
     );
     assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 repaired"));
     assert_eq!(
-        std::fs::canonicalize(dir.join("resources/file")).unwrap(),
-        exe
+        std::fs::read_link(dir.join("resources/user")).unwrap(),
+        Path::new("/bin/true")
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("facts/os")).unwrap(),
         "#!/bin/sh\necho '\"mine\"'\n"
     );
     assert!(dir.join("resources/mine").is_file());
+}
+
+/// The built-ins' links after the `ingot` they point at moved: facts and resources refuse to
+/// run with the way out, `ingot init minion` repairs the links, and all works again.
+#[test]
+fn a_moved_binary_is_reported_and_init_repairs_the_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    let copy = old.join("ingot");
+    std::fs::copy(bin(), &copy).unwrap();
+    let dir = tmp.path().join("minion");
+    let out = run(Command::new(&copy).args(["init", "minion"]).arg(&dir), "");
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::canonicalize(std::fs::read_link(dir.join("facts/os")).unwrap()).unwrap(),
+        std::fs::canonicalize(&copy).unwrap()
+    );
+    // The binary moves away: every built-in link now leads nowhere.
+    std::fs::rename(&old, tmp.path().join("moved")).unwrap();
+    let facts = || {
+        run(
+            Command::new(bin())
+                .args(["facts", "--no-history", "--minion"])
+                .arg(&dir),
+            "",
+        )
+    };
+    let out = facts();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a lost built-in fails `ingot facts`"
+    );
+    let err = stderr(&out);
+    let hint = format!("re-run `ingot init minion {}`", dir.display());
+    assert!(
+        err.contains("fact os failed") && err.contains("missing ingot binary"),
+        "{err}"
+    );
+    assert!(err.contains(&hint), "{err}");
+    let out = run(
+        Command::new(bin())
+            .args(["resource", "file", "inspect", "--no-history", "--minion"])
+            .arg(&dir),
+        &json!({"path": tmp.path().join("x")}).to_string(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&hint), "{}", stderr(&out));
+
+    // Re-running init (no --force) points them at the current binary.
+    let out = run(Command::new(bin()).args(["init", "minion"]).arg(&dir), "");
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("repaired") && !err.contains("--force"),
+        "{err}"
+    );
+    let exe = std::fs::canonicalize(bin()).unwrap();
+    for l in [
+        "facts/os",
+        "facts/users",
+        "resources/file",
+        "resources/cron",
+    ] {
+        assert_eq!(std::fs::canonicalize(dir.join(l)).unwrap(), exe, "{l}");
+    }
+    let out = facts();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(json_of(&out)["os"]["kernel"]["release"].is_string());
+}
+
+/// A schedule cron would not take is refused (exit 2, naming the field) and nothing is written.
+#[test]
+fn cron_refuses_a_schedule_out_of_range_and_writes_nothing() {
+    let (tmp, dir) = minion_tree();
+    let root = tmp.path().join("root");
+    let spool = root.join("var/spool/cron/crontabs/root");
+    let conform = |schedule: &str| {
+        run(
+            Command::new(bin())
+                .args(["resource", "cron", "conform", "--no-history", "--minion"])
+                .arg(&dir),
+            &json!({"name": "nightly", "user": "root", "root": root,
+                    "schedule": schedule, "command": "/usr/bin/true"})
+            .to_string(),
+        )
+    };
+    for (bad, says) in [
+        ("99 99 * * *", "minute 99 is out of range 0-59"),
+        ("0 3 * * 9", "day of week 9 is out of range 0-7"),
+        ("0 3 L * *", "\"L\" is not a day of month"),
+    ] {
+        let out = conform(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("/schedule") && err.contains(says),
+            "{bad}: {err}"
+        );
+        assert!(!spool.exists(), "{bad}: the crontab was written");
+    }
+    let out = conform("30 3 * * mon-fri");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&spool).unwrap();
+    assert!(
+        text.contains("# ingot: nightly\n30 3 * * mon-fri /usr/bin/true"),
+        "{text}"
+    );
 }
 
 #[test]

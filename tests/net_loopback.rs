@@ -48,7 +48,7 @@ fn three_minions_converge_through_the_master_with_one_recap_and_history() {
     for n in ["web1", "web2", "db1"] {
         assert!(recap.contains(n), "{recap}");
     }
-    assert!(recap.contains("ingot history show"), "{recap}");
+    assert!(recap.contains("ingot history --master m show"), "{recap}");
 
     // History on the master: the runs, with the minions' events.
     let out = fleet.history_show(doc["run"].as_str().unwrap());

@@ -35,6 +35,18 @@ JSON
 "#;
 
 impl Fleet {
+    /// [`Fleet::start`] with a connected minion for each of `names` (machine id
+    /// `machine-NAME`).
+    pub fn with_minions(grace: u64, names: &[&str]) -> Self {
+        let mut fleet = Self::start(grace);
+        for n in names {
+            fleet.minion_tree(n, "");
+            fleet.start_minion(n, &format!("machine-{n}"), None);
+        }
+        fleet.wait_connected(names);
+        fleet
+    }
+
     /// A master tree with a CA, its server listening on a free loopback port.
     pub fn start(grace: u64) -> Self {
         Self::start_on("127.0.0.1", grace)
@@ -186,6 +198,11 @@ impl Fleet {
         }
     }
 
+    /// The running master's pid.
+    pub fn master_pid(&self) -> u32 {
+        self.master.as_ref().expect("a master runs").id()
+    }
+
     /// The master is still running.
     pub fn master_alive(&mut self) -> bool {
         matches!(self.master.as_mut().unwrap().try_wait(), Ok(None))
@@ -220,6 +237,18 @@ impl Fleet {
     /// environment (which the jobs it runs inherit), e.g. a `PATH` with fake tools first.
     pub fn start_minion_with_env(&mut self, name: &str, machine_id: &str, env: &[(&str, &str)]) {
         self.start_minion_wrapped(&[], name, machine_id, None, env)
+    }
+
+    /// Like [`Fleet::start_minion`] against the master, with `args` added to `ingot minion
+    /// serve`'s (global flags such as `--debug` among them) and `env` to its environment.
+    pub fn start_minion_with_args(
+        &mut self,
+        name: &str,
+        machine_id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) {
+        self.start_minion_full(&[], name, machine_id, None, env, args)
     }
 
     /// Like [`Fleet::start_minion`], inside network namespace `netns` when given.
@@ -285,6 +314,19 @@ mkdir -p "$bin" && mount --bind "$stash" "$bin" && exec "$@""#;
         addr: Option<String>,
         env: &[(&str, &str)],
     ) {
+        self.start_minion_full(wrap, name, machine_id, addr, env, &[])
+    }
+
+    /// Like [`Fleet::start_minion_wrapped`], with `extra` arguments after the others.
+    fn start_minion_full(
+        &mut self,
+        wrap: &[&str],
+        name: &str,
+        machine_id: &str,
+        addr: Option<String>,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) {
         let addr = addr.unwrap_or_else(|| format!("127.0.0.1:{}", self.port));
         let mut cmd = match wrap.split_first() {
             Some((program, args)) => {
@@ -300,6 +342,7 @@ mkdir -p "$bin" && mount --bind "$stash" "$bin" && exec "$@""#;
             .envs(env.iter().copied())
             .args(["minion", "serve", "--minion", name, "--master", &addr])
             .args(["--machine-id", machine_id, "--max-backoff", "0.5"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(

@@ -24,6 +24,8 @@ pub(crate) enum Op {
         run: i64,
         status: RunStatus,
         ended: Timestamp,
+        /// Why it ended so.
+        reason: Option<String>,
     },
     /// A step started (or a whole step, when `end` is set).
     Step(Box<StepWrite>),

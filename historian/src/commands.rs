@@ -14,10 +14,15 @@ use crate::{Error, Location, Result, Store};
 /// `ingot history` options.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
-    /// The history: an SQLite file or a postgres:// URL (default: $INGOT_HISTORY, else
-    /// $XDG_STATE_HOME/ingot/history.db).
+    /// The history: an SQLite file or a postgres:// URL (default: $INGOT_HISTORY, else the
+    /// master tree's, see --master).
     #[arg(long, global = true, value_name = "PATH|URL")]
     pub history: Option<String>,
+    /// The master tree whose history to read (MASTER/logs/history.db). Default: the master
+    /// tree the working directory is in, else /var/lib/ingot/master when it has a history,
+    /// else $XDG_STATE_HOME/ingot/history.db (where `ingot run` records).
+    #[arg(long, global = true, value_name = "DIR", env = "INGOT_MASTER")]
+    pub master: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: HistoryCommand,
@@ -117,7 +122,7 @@ fn parse_age(s: &str) -> std::result::Result<Duration, String> {
 
 /// Runs `ingot history` with stdout; returns the exit code. A closed pipe (`| head`) is success.
 pub fn main(args: HistoryArgs) -> Result<i32> {
-    let location = Location::resolve(args.history.as_deref(), None, None);
+    let location = crate::location::for_review(args.history.as_deref(), args.master.as_deref());
     let stdout = std::io::stdout();
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = stdout.lock();

@@ -136,6 +136,7 @@ impl History {
             run: run.key,
             status: RunStatus::Interrupted,
             ended: Timestamp::now(),
+            reason: Some("the master stopped while it ran (restarted, or killed)".into()),
         })?;
         self.flush()?;
         Ok(true)
@@ -194,6 +195,7 @@ impl Drop for RunInner {
                 run: self.key,
                 status: RunStatus::Failed,
                 ended: Timestamp::now(),
+                reason: Some("its recorder stopped before finishing it".into()),
             });
         }
     }
@@ -347,11 +349,18 @@ impl RunHandle {
 
     /// Records the end of the run. Later calls are ignored.
     pub fn finish(&self, status: RunStatus) {
+        self.finish_because(status, None);
+    }
+
+    /// Records the run's end with its status and why it ended so (a failure's reason, the
+    /// drift found, the signal that stopped it), shown by `ingot history show`.
+    pub fn finish_because(&self, status: RunStatus, reason: Option<String>) {
         if !self.inner.finished.swap(true, Ordering::SeqCst) {
             self.send(Op::FinishRun {
                 run: self.inner.key,
                 status,
                 ended: Timestamp::now(),
+                reason,
             });
         }
     }

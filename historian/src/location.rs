@@ -61,6 +61,42 @@ fn hide_password(url: &str) -> String {
     }
 }
 
+/// Where a master tree lives when none is named (the same as the master's `DEFAULT_DIR`).
+pub const DEFAULT_MASTER_DIR: &str = "/var/lib/ingot/master";
+
+/// The history the review commands (`ingot history`) read, found the way an operator expects:
+/// `--history`; else the history of the master tree `master` (`--master`, `$INGOT_MASTER` or
+/// the settings file); else `$INGOT_HISTORY`; else that of the master tree the working
+/// directory is in (a directory with `actors/` and `logs/`, itself or above); else that of the
+/// default master tree when it has one; else [`default_path`] (where `ingot run` records).
+pub fn for_review(explicit: Option<&str>, master: Option<&Path>) -> Location {
+    if let Some(h) = explicit.filter(|s| !s.is_empty()) {
+        return Location::parse(h);
+    }
+    if let Some(m) = master {
+        return Location::Sqlite(default_path(Some(m), None));
+    }
+    if let Ok(h) = std::env::var(ENV_VAR) {
+        if !h.is_empty() {
+            return Location::parse(&h);
+        }
+    }
+    let cwd = std::env::current_dir().ok();
+    let standing_in = cwd
+        .as_deref()
+        .into_iter()
+        .flat_map(Path::ancestors)
+        .find(|d| d.join("actors").is_dir() && d.join("logs").is_dir());
+    if let Some(m) = standing_in {
+        return Location::Sqlite(default_path(Some(m), None));
+    }
+    let default_master = default_path(Some(Path::new(DEFAULT_MASTER_DIR)), None);
+    if default_master.is_file() {
+        return Location::Sqlite(default_master);
+    }
+    Location::Sqlite(default_path(None, None))
+}
+
 /// The default SQLite file: `MASTER/logs/history.db` for a master, `MINION/logs/history.db` for
 /// local minion commands, else `$XDG_STATE_HOME/ingot/history.db` (or
 /// `~/.local/state/ingot/history.db`, or `./history.db` without a home).

@@ -19,9 +19,12 @@ pub enum RunStatus {
     Changed,
     /// Finished with a failure.
     Failed,
-    /// Its recorder (the master) stopped while it ran; results delivered after the recorder
-    /// came back are still added to it.
+    /// Its recorder (the master) stopped while it ran, or a signal stopped it; results
+    /// delivered after the recorder came back are still added to it.
     Interrupted,
+    /// A check (`--check`) that found changes pending: the minions drifted from their
+    /// prescription; nothing was changed.
+    Drift,
 }
 
 /// The outcome of one step.
@@ -66,7 +69,7 @@ macro_rules! str_enum {
 }
 
 str_enum!(RunStatus, "run status", Running => "running", Ok => "ok", Changed => "changed", Failed => "failed",
-    Interrupted => "interrupted");
+    Interrupted => "interrupted", Drift => "drift");
 str_enum!(StepOutcome, "step outcome", Running => "running", Unchanged => "unchanged",
     Changed => "changed", Failed => "failed", WouldChange => "would-change");
 
@@ -177,6 +180,8 @@ pub struct RunSummary {
     pub failed: i64,
     /// Number of events.
     pub events: i64,
+    /// Why it ended as it did (a failure, a drift, an interrupt), when its recorder said.
+    pub reason: Option<String>,
 }
 
 impl RunSummary {

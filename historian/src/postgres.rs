@@ -66,6 +66,8 @@ const MIGRATIONS: &[&str] = &[
         raw BYTEA
     );
     CREATE INDEX events_run ON events(run_id, id);",
+    // Why a run ended as it did (a failure, a drift, an interrupt), for review.
+    "ALTER TABLE runs ADD COLUMN reason TEXT;",
 ];
 
 /// Any number, as long as every ingot uses the same one: serialises migrations.
@@ -236,10 +238,15 @@ impl WriteBackend for Postgres {
                             .await?;
                         keys.push(row.get::<_, i64>(0));
                     }
-                    Op::FinishRun { run, status, ended } => {
+                    Op::FinishRun {
+                        run,
+                        status,
+                        ended,
+                        reason,
+                    } => {
                         tx.execute(
-                            "UPDATE runs SET status = $1, ended_us = $2 WHERE id = $3",
-                            &[&status.as_str(), &ended.0, run],
+                            "UPDATE runs SET status = $1, ended_us = $2, reason = $3 WHERE id = $4",
+                            &[&status.as_str(), &ended.0, reason, run],
                         )
                         .await?;
                     }
@@ -340,7 +347,8 @@ const RUN_COLUMNS: &str = "r.id, r.uuid, r.command, r.username, r.targets, r.sta
               WHERE m.run_id = r.id), '[]'),
     (SELECT count(*) FROM steps s WHERE s.run_id = r.id),
     (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'changed'),
-    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'failed')";
+    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'failed'),
+    r.reason";
 
 fn run_row(r: &Row) -> Result<RunSummary> {
     Ok(RunSummary {
@@ -357,6 +365,7 @@ fn run_row(r: &Row) -> Result<RunSummary> {
         steps: r.try_get(10)?,
         changed: r.try_get(11)?,
         failed: r.try_get(12)?,
+        reason: r.try_get(13)?,
     })
 }
 

@@ -39,6 +39,7 @@ impl Palette {
             RunStatus::Ok => "32",
             RunStatus::Running => "36",
             RunStatus::Interrupted => "35",
+            RunStatus::Drift => "33;1",
         };
         self.paint(code, s.as_str())
     }
@@ -224,6 +225,10 @@ pub fn run_tree(d: &RunDetail, failed_first: bool, style: Palette) -> String {
         "  {} steps, {} changed, {} failed, {} events",
         r.steps, r.changed, r.failed, r.events
     );
+    if let Some(reason) = &r.reason {
+        let text = safe_text(reason.as_bytes(), 4000).replace('\n', "\n    ");
+        let _ = writeln!(out, "  {}: {text}", style.status(r.status));
+    }
     for minion in minion_order(d, failed_first) {
         let _ = writeln!(
             out,

@@ -18,6 +18,7 @@ pub const KEYS: &[&str] = &[
     "minion",
     "history",
     "log",
+    "debug",
     "listen",
     "master_addr",
     "socket_group",

@@ -53,6 +53,14 @@ pub struct ApplyRequest {
     pub user: String,
     /// Their command line.
     pub command: Vec<String>,
+    /// The command that shows this request's run, as the recap prints it (`ingot history
+    /// --master DIR`, with the master tree as the operator named it).
+    #[serde(default = "default_history_command")]
+    pub history_command: String,
+}
+
+fn default_history_command() -> String {
+    "ingot history".into()
 }
 
 impl ApplyRequest {
@@ -125,9 +133,17 @@ pub struct DirectordRequest {
     /// List the failed jobs at the end.
     #[serde(default)]
     pub check: bool,
+    /// Directord's fire-and-forget: answer at once with the job ids (`Job received. Task ID:
+    /// ID`, once the run is recorded and the jobs show PROCESSING in `ingot manage`) and run
+    /// them after the client is gone.
+    #[serde(default)]
+    pub detach: bool,
     /// Who asked (recorded as the run's user and command line).
     #[serde(default)]
     pub origin: Requester,
+    /// The command that shows the request's run, as its last line prints it.
+    #[serde(default = "default_history_command")]
+    pub history_command: String,
 }
 
 /// What `ingot manage` asks the running master (besides `--list-nodes`).

@@ -19,9 +19,10 @@ use crate::{layout, Minion};
 pub struct InitMinionArgs {
     /// Where to lay out the minion tree (logs/, certs/, cache/, facts/, resources/).
     pub dir: PathBuf,
-    /// Point built-in links that lead to another ingot binary (or nowhere) at this one.
-    /// A user's files and links to other programs are never touched.
-    #[arg(long)]
+    /// Accepted for scripts written before init repaired links by itself: built-in links
+    /// that lead to another ingot binary (or nowhere) are always pointed at this one, and a
+    /// user's files and links to other programs are never touched.
+    #[arg(long, hide = true)]
     pub force: bool,
 }
 
@@ -156,19 +157,28 @@ pub fn init_minion(args: &InitMinionArgs) -> i32 {
         Ok(e) => e,
         Err(e) => {
             eprintln!("ingot: error: cannot find the running ingot binary to link to: {e}");
-            return 1;
+            return runner::exit::FAILED;
         }
     };
     match layout::init(&args.dir, &exe, args.force) {
         Ok(r) => {
+            for (path, was) in &r.repaired {
+                eprintln!(
+                    "ingot: repaired {}: it led to {}, now to {}",
+                    path.display(),
+                    was.display(),
+                    exe.display()
+                );
+            }
             for (path, why) in &r.kept {
                 eprintln!("ingot: kept {}: {why}", path.display());
             }
             println!(
-                "minion tree at {}: {} directories created, {} links created, {} already in place, {} kept",
+                "minion tree at {}: {} directories created, {} links created, {} repaired, {} already in place, {} kept",
                 args.dir.display(),
                 r.created.len(),
                 r.linked.len(),
+                r.repaired.len(),
                 r.unchanged.len(),
                 r.kept.len()
             );
@@ -176,7 +186,7 @@ pub fn init_minion(args: &InitMinionArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("ingot: error: {e}");
-            1
+            runner::exit::FAILED
         }
     }
 }

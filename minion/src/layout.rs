@@ -35,11 +35,14 @@ pub enum InitError {
 pub struct InitReport {
     /// Directories created.
     pub created: Vec<PathBuf>,
-    /// Built-in links created (or refreshed with `--force`).
+    /// Built-in links created.
     pub linked: Vec<PathBuf>,
+    /// Built-in links that led to another (or a missing) ingot binary, pointed at this one,
+    /// with where they led before.
+    pub repaired: Vec<(PathBuf, PathBuf)>,
     /// Built-in links already in place.
     pub unchanged: Vec<PathBuf>,
-    /// Paths left alone, with why (a user's file, or a different link without `--force`).
+    /// Paths left alone, with why (a user's file, or a link to another program).
     pub kept: Vec<(PathBuf, String)>,
 }
 
@@ -61,9 +64,11 @@ pub fn builtins() -> Vec<(&'static str, &'static str)> {
 
 /// Lays out the minion tree at `dir` with every built-in fact and resource as a symlink to
 /// `exe` (the running `ingot`). Safe to re-run: existing directories and links stay; a user's
-/// files are never overwritten. With `force`, links to an `ingot` binary elsewhere (or dangling
-/// links) are pointed at `exe` again.
-pub fn init(dir: &Path, exe: &Path, force: bool) -> Result<InitReport, InitError> {
+/// files are never overwritten. Links this command made that lead elsewhere (to an `ingot`
+/// binary at another path, or nowhere because the binary moved) are repaired: pointed at
+/// `exe` again. A link to another program is the user's and stays. `_force` is accepted for
+/// callers written when repairing needed it; it changes nothing.
+pub fn init(dir: &Path, exe: &Path, _force: bool) -> Result<InitReport, InitError> {
     let mut report = InitReport::default();
     mkdir(dir, 0o755, &mut report)?;
     for d in DIRS {
@@ -82,24 +87,16 @@ pub fn init(dir: &Path, exe: &Path, force: bool) -> Result<InitReport, InitError
                 let target = fs::read_link(&link).map_err(io_err(&link))?;
                 if target == exe {
                     report.unchanged.push(link);
-                } else if force && (is_ingot(&target) || !link.exists()) {
+                } else if is_ingot(&target) || !link.exists() {
+                    // Ours: made by an earlier init, for a binary now elsewhere or gone.
                     place_link(exe, &link)?;
-                    report.linked.push(link);
-                } else if force {
+                    report.repaired.push((link, target));
+                } else {
                     report.kept.push((
                         link,
                         format!(
                             "a link to {} (not ingot): kept as the user's",
                             target.display()
-                        ),
-                    ));
-                } else {
-                    report.kept.push((
-                        link,
-                        format!(
-                            "links to {}; use --force to point it at {}",
-                            target.display(),
-                            exe.display()
                         ),
                     ));
                 }
@@ -108,6 +105,44 @@ pub fn init(dir: &Path, exe: &Path, force: bool) -> Result<InitReport, InitError
         }
     }
     Ok(report)
+}
+
+/// The words that mark a fact failure or error as a built-in link leading nowhere: the master
+/// recognises them in a fact failure ([`is_broken_link`]), wherever the minion is.
+const BROKEN_LINK: &str = "is a built-in link to a missing ingot binary";
+
+/// The target of `path` when it is a built-in's link that leads nowhere: a dangling symlink
+/// named like a built-in, or pointing at a file named like `ingot`. `None` for anything else
+/// (a working link, a file, a dangling link of the user's).
+pub fn dangling_builtin(path: &Path) -> Option<PathBuf> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_symlink() || fs::metadata(path).is_ok() {
+        return None;
+    }
+    let target = fs::read_link(path).ok()?;
+    let name = path.file_name()?.to_str()?;
+    let builtin_name = builtins().iter().any(|(_, n)| *n == name);
+    (builtin_name || is_ingot(&target)).then_some(target)
+}
+
+/// Why the built-in link at `link` (in `MINION/facts/` or `MINION/resources/`) cannot run, and
+/// what repairs it.
+pub fn broken_link_reason(link: &Path, target: &Path) -> String {
+    let minion = link
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "DIR".into());
+    format!(
+        "{} {BROKEN_LINK} ({} was moved or removed); re-run `ingot init minion {minion}` to point the built-ins at the current ingot",
+        link.display(),
+        target.display(),
+    )
+}
+
+/// Whether a fact failure's reason is [`broken_link_reason`]'s.
+pub fn is_broken_link(reason: &str) -> bool {
+    reason.contains(BROKEN_LINK)
 }
 
 fn is_ingot(target: &Path) -> bool {
@@ -148,4 +183,48 @@ fn place_link(exe: &Path, link: &Path) -> Result<(), InitError> {
         let _ = fs::remove_file(&tmp);
         io_err(link)(e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dangling_builtin_links_are_recognised_and_repaired_by_init() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        let exe = tmp.path().join("bin/ingot");
+        init(&dir, &exe, false).unwrap();
+        // `exe` does not exist: every built-in link dangles.
+        let os = dir.join("facts/os");
+        let target = dangling_builtin(&os).expect("a dangling built-in");
+        assert_eq!(target, exe);
+        let reason = broken_link_reason(&os, &target);
+        assert!(is_broken_link(&reason), "{reason}");
+        assert!(
+            reason.contains(&format!("re-run `ingot init minion {}`", dir.display())),
+            "{reason}"
+        );
+        // A user's dangling link under another name, and a file, are not built-ins.
+        std::os::unix::fs::symlink("/nowhere/tool", dir.join("facts/mine")).unwrap();
+        assert_eq!(dangling_builtin(&dir.join("facts/mine")), None);
+        std::fs::write(dir.join("facts/plain"), "x").unwrap();
+        assert_eq!(dangling_builtin(&dir.join("facts/plain")), None);
+        assert!(!is_broken_link("exited with code 3"));
+
+        // Init with another binary repairs them without --force; a link elsewhere stays.
+        let user = dir.join("resources/user");
+        fs::remove_file(&user).unwrap();
+        std::os::unix::fs::symlink("/bin/true", &user).unwrap();
+        let exe2 = std::env::current_exe().unwrap();
+        let r = init(&dir, &exe2, false).unwrap();
+        assert_eq!(r.repaired.len(), builtins().len() - 1, "{r:?}");
+        assert!(r.linked.is_empty());
+        assert_eq!(r.kept.len(), 1, "{r:?}");
+        assert_eq!(fs::read_link(&os).unwrap(), exe2);
+        assert_eq!(fs::read_link(&user).unwrap(), Path::new("/bin/true"));
+        assert_eq!(dangling_builtin(&os), None);
+        let again = init(&dir, &exe2, false).unwrap();
+        assert!(again.repaired.is_empty() && again.unchanged.len() == builtins().len() - 1);
+    }
 }

@@ -16,7 +16,8 @@ const RUN_COLUMNS: &str = "r.id, r.uuid, r.command, r.user, r.targets, r.started
     (SELECT json_group_array(minion) FROM run_minions m WHERE m.run_id = r.id),
     (SELECT count(*) FROM steps s WHERE s.run_id = r.id),
     (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'changed'),
-    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'failed')";
+    (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.outcome = 'failed'),
+    r.reason";
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<(RunSummary, String)> {
     let status: String = r.get(7)?;
@@ -35,6 +36,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<(RunSummary, String)> {
             steps: r.get(10)?,
             changed: r.get(11)?,
             failed: r.get(12)?,
+            reason: r.get(13)?,
         },
         status,
     ))

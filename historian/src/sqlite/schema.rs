@@ -72,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
         FROM events ORDER BY run_id, id;
     DROP TABLE events;
     ALTER TABLE events_v2 RENAME TO events;",
+    // 3: why a run ended as it did (a failure, a drift, an interrupt), for review.
+    "ALTER TABLE runs ADD COLUMN reason TEXT;",
 ];
 
 /// An event's rowid is `(run << RUN_SHIFT) + n`, `n` counting the run's events from 1

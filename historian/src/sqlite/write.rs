@@ -168,9 +168,21 @@ impl Sqlite {
                     ])?;
                     keys.push(tx.last_insert_rowid());
                 }
-                Op::FinishRun { run, status, ended } => {
-                    tx.prepare_cached("UPDATE runs SET status = ?1, ended_us = ?2 WHERE id = ?3")?
-                        .execute(params![status.as_str(), ended.0, run])?;
+                Op::FinishRun {
+                    run,
+                    status,
+                    ended,
+                    reason,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE runs SET status = ?1, ended_us = ?2, reason = ?3 WHERE id = ?4",
+                    )?
+                    .execute(params![
+                        status.as_str(),
+                        ended.0,
+                        reason,
+                        run
+                    ])?;
                 }
                 Op::Step(s) => {
                     insert_step(&tx, s)?;

@@ -17,6 +17,7 @@ use crate::control::{ControlReply, ControlRequest};
 use crate::exit::{require_dir, CommandError};
 use crate::layout::DEFAULT_DIR;
 use crate::routine::actors::{Actors, MasterDir};
+use crate::routine::link::MinionLink as _;
 use crate::routine::local::LocalMinion;
 use crate::routine::report::{eprint_line, Style};
 
@@ -95,6 +96,25 @@ pub fn request(routine: &RoutineArgs, targets: Vec<String>, no_history: bool) ->
         no_history,
         user: historian::current_user(),
         command: std::env::args().collect(),
+        history_command: "ingot history".into(),
+    }
+}
+
+/// The `ingot history` command that finds the history an apply with these flags records into,
+/// to print in its recap: with `--master DIR` unless DIR is the default tree, or the
+/// `--history` given on the command line (a location from `$INGOT_HISTORY` needs no flag).
+pub fn history_command(master: &Path, history: Option<&str>) -> String {
+    let from_env = std::env::var(historian::ENV_VAR).ok();
+    match history {
+        Some(h) if from_env.as_deref() != Some(h) => {
+            format!("ingot history --history {}", shell_words::quote(h))
+        }
+        Some(_) => "ingot history".into(),
+        None if master == Path::new(DEFAULT_DIR) => "ingot history".into(),
+        None => format!(
+            "ingot history --master {}",
+            shell_words::quote(&master.to_string_lossy())
+        ),
     }
 }
 
@@ -108,7 +128,8 @@ fn host_name() -> String {
 /// `ingot apply`: on the local minion tree, or with `--targets` on connected minions through
 /// the running master. Returns the exit code.
 pub fn apply(rt: &tokio::runtime::Runtime, args: &ApplyArgs) -> Result<i32, CommandError> {
-    let req = request(&args.routine, args.targets.clone(), args.no_history);
+    let mut req = request(&args.routine, args.targets.clone(), args.no_history);
+    req.history_command = history_command(&args.master, args.history.as_deref());
     if !req.targets.is_empty() {
         return rt.block_on(request_apply(&args.master, &req));
     }
@@ -154,12 +175,21 @@ async fn apply_local(
     let link = LocalMinion::new(name.clone(), minion::Minion::new(minion));
     let run = session::start_run(req, history, vec![name]);
     let actors = Actors::new(MasterDir::new(master));
+    let started = std::time::Instant::now();
     let reports = {
         let recorder = session::recorder(run.as_ref());
         let observer = ProgressObserver::new(Style::stderr(), req.json, &*recorder, |line| {
             eprint_line(&line)
         });
-        converge_all(req, &actors, std::slice::from_ref(&link), &observer).await
+        let tally = session::Tally::new(&observer);
+        tokio::select! {
+            reports = converge_all(req, &actors, std::slice::from_ref(&link), &tally) => reports,
+            // Dropping the routine kills the process group of whatever runs (the runner's
+            // guarantee) and ends the step being performed as abandoned.
+            signal = session::stop_signal() => {
+                tally.interrupted(&[link.name().to_owned()], signal, started.elapsed())
+            }
+        }
     };
     let run_id = finish_run(run, &reports);
     outcome(req, &reports, run_id.as_deref(), &Style::new(req.color))

@@ -1,6 +1,9 @@
 //! The steps every apply takes, local or fleet: start the run, converge the minions, finish the
 //! run, report. Nothing here knows where the minions are.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use historian::{History, RunHandle, RunStatus};
 use runner::EventSink;
 use serde_json::json;
@@ -11,7 +14,9 @@ use crate::routine::actors::Actors;
 use crate::routine::documents::Step;
 use crate::routine::link::MinionLink;
 use crate::routine::report::{progress_line, recap, Style};
-use crate::routine::{converge, MinionReport, MinionStatus, Observer, StepReport, StepWatch};
+use crate::routine::{
+    converge, MinionReport, MinionStatus, Observer, StepReport, StepStatus, StepWatch,
+};
 
 /// Starts the run of `req` on `targets` in `history` (none with `--no-history`, or when the
 /// history refuses it: the apply goes on unrecorded, with a warning).
@@ -64,8 +69,12 @@ pub async fn converge_all<L: MinionLink>(
 /// The status a run is stored with.
 pub fn run_status(reports: &[MinionReport]) -> RunStatus {
     let any = |s| reports.iter().any(|r| r.status == s);
-    if any(MinionStatus::Failed) {
+    if any(MinionStatus::Interrupted) {
+        RunStatus::Interrupted
+    } else if any(MinionStatus::Failed) {
         RunStatus::Failed
+    } else if any(MinionStatus::Pending) {
+        RunStatus::Drift
     } else if any(MinionStatus::Changed) {
         RunStatus::Changed
     } else {
@@ -73,17 +82,73 @@ pub fn run_status(reports: &[MinionReport]) -> RunStatus {
     }
 }
 
-/// Ends the run with the reports' status; its id, when it was recorded.
+/// Ends the run with the reports' status and why; its id, when it was recorded.
 pub fn finish_run(run: Option<RunHandle>, reports: &[MinionReport]) -> Option<String> {
     let run = run?;
-    run.finish(run_status(reports));
+    run.finish_because(run_status(reports), reason(reports));
     Some(run.id().to_owned())
+}
+
+/// Why a run ended as it did, for its history: each minion's failure (what stopped its
+/// routine, else its failed steps), the drift a check found, or the signal that stopped it;
+/// nothing for a run that went well.
+pub fn reason(reports: &[MinionReport]) -> Option<String> {
+    const SHOWN: usize = 5;
+    let mut lines = Vec::new();
+    for r in reports {
+        if let Some(e) = &r.error {
+            lines.push(format!("{}: {}", r.minion, e.trim_end()));
+            continue;
+        }
+        let failed: Vec<String> = r
+            .steps
+            .iter()
+            .filter(|s| s.outcome == StepStatus::Failed)
+            .map(|s| {
+                let why = s.error.as_deref().unwrap_or("failed");
+                let first = why.lines().next().unwrap_or(why);
+                format!("{} ({}): {first}", s.resource, s.action)
+            })
+            .collect();
+        let drifted: Vec<&str> = r
+            .steps
+            .iter()
+            .filter(|s| s.outcome == StepStatus::WouldChange)
+            .map(|s| s.resource.as_str())
+            .collect();
+        if !failed.is_empty() {
+            lines.push(format!("{}: {}", r.minion, brief(&failed, SHOWN, "; ")));
+        } else if r.status == MinionStatus::Pending && !drifted.is_empty() {
+            lines.push(format!(
+                "{}: drifted: {}",
+                r.minion,
+                brief(&drifted, SHOWN, ", ")
+            ));
+        }
+    }
+    (!lines.is_empty()).then(|| brief(&lines, 20, "\n"))
+}
+
+/// The first `n` items joined with `sep`, and how many more there are.
+fn brief(items: &[impl AsRef<str>], n: usize, sep: &str) -> String {
+    let mut s = items
+        .iter()
+        .take(n)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(sep);
+    if items.len() > n {
+        s.push_str(&format!("{sep}… and {} more", items.len() - n));
+    }
+    s
 }
 
 /// The overall status word of a run.
 pub fn overall(reports: &[MinionReport]) -> &'static str {
     let any = |s| reports.iter().any(|r| r.status == s);
-    if any(MinionStatus::Failed) {
+    if any(MinionStatus::Interrupted) {
+        "interrupted"
+    } else if any(MinionStatus::Failed) {
         "failed"
     } else if any(MinionStatus::Pending) {
         "pending"
@@ -97,7 +162,12 @@ pub fn overall(reports: &[MinionReport]) -> &'static str {
 /// The exit code of a finished apply (see [`runner::exit`]): failed, changes pending with
 /// `--detailed-exitcode`, or success.
 pub fn exit_code(reports: &[MinionReport], detailed: bool) -> i32 {
-    if reports.iter().any(|r| r.status == MinionStatus::Failed) {
+    if reports
+        .iter()
+        .any(|r| r.status == MinionStatus::Interrupted)
+    {
+        runner::exit::INTERRUPTED
+    } else if reports.iter().any(|r| r.status == MinionStatus::Failed) {
         runner::exit::FAILED
     } else if detailed && reports.iter().any(|r| r.status == MinionStatus::Pending) {
         runner::exit::CHANGES_PENDING
@@ -146,13 +216,120 @@ pub fn outcome(
     } else {
         let mut s = recap(reports, req.check, style);
         if let Some(id) = run_id {
-            s.push_str(&format!("history: ingot history show {id}\n"));
+            s.push_str(&format!("history: {} show {id}\n", req.history_command));
         }
         s
     };
     ApplyOutcome {
         stdout,
         code: exit_code(reports, req.detailed_exitcode),
+    }
+}
+
+/// The steps each minion finished, kept as they end, so that an apply stopped by a signal can
+/// still report what it did ([`Tally::interrupted`]).
+pub struct Tally<'a> {
+    inner: &'a dyn Observer,
+    steps: Mutex<BTreeMap<String, Vec<StepReport>>>,
+}
+
+impl<'a> Tally<'a> {
+    /// Keeps the steps that pass through to `inner`.
+    pub fn new(inner: &'a dyn Observer) -> Self {
+        Self {
+            inner,
+            steps: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn keep(&self, minion: &str, step: &StepReport) {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(minion.to_owned())
+            .or_default()
+            .push(step.clone());
+    }
+
+    /// The reports of `minions` when a signal (`signal`) stopped the apply after `elapsed`:
+    /// the steps each finished, and why it stopped.
+    pub fn interrupted(
+        &self,
+        minions: &[String],
+        signal: &str,
+        elapsed: std::time::Duration,
+    ) -> Vec<MinionReport> {
+        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        minions
+            .iter()
+            .map(|m| MinionReport {
+                minion: m.clone(),
+                status: MinionStatus::Interrupted,
+                rounds: 0,
+                resources: 0,
+                steps: steps.remove(m).unwrap_or_default(),
+                error: Some(format!(
+                    "interrupted by {signal}: the step running was stopped (its process group killed); the steps listed finished"
+                )),
+                fact_failures: Vec::new(),
+                duration: elapsed,
+            })
+            .collect()
+    }
+}
+
+struct TallyStep<'a> {
+    inner: Box<dyn StepWatch + 'a>,
+    tally: &'a Tally<'a>,
+    minion: String,
+}
+
+impl StepWatch for TallyStep<'_> {
+    fn sink(&self) -> &dyn EventSink {
+        self.inner.sink()
+    }
+    fn step_no(&self) -> Option<i64> {
+        self.inner.step_no()
+    }
+    fn finish(self: Box<Self>, report: &StepReport) {
+        self.tally.keep(&self.minion, report);
+        self.inner.finish(report);
+    }
+}
+
+impl Observer for Tally<'_> {
+    fn sink(&self, minion: &str) -> Box<dyn EventSink + '_> {
+        self.inner.sink(minion)
+    }
+    fn begin(&self, minion: &str, step: &Step) -> Box<dyn StepWatch + '_> {
+        Box::new(TallyStep {
+            inner: self.inner.begin(minion, step),
+            tally: self,
+            minion: minion.to_owned(),
+        })
+    }
+    fn record(&self, minion: &str, step: &StepReport) {
+        self.keep(minion, step);
+        self.inner.record(minion, step);
+    }
+    fn progress(&self, minion: &str, what: &str, resource: &str, outcome: &str) {
+        self.inner.progress(minion, what, resource, outcome);
+    }
+}
+
+/// Resolves when this process gets SIGINT or SIGTERM, with the signal's name (never, when
+/// the handlers cannot be installed).
+pub async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
     }
 }
 

@@ -20,8 +20,21 @@ pub struct Master {
     pub master: PathBuf,
     /// Where runs are recorded.
     pub history: Option<Arc<History>>,
+    /// The history's location when it is not `MASTER/logs/history.db` (`serve --history`):
+    /// the recap then names it in its `ingot history` command.
+    pub history_elsewhere: Option<String>,
     /// Directord through this master.
     pub directord: Arc<Directord>,
+}
+
+impl Master {
+    /// Makes a request's `ingot history` command name this master's history when it is not in
+    /// the master tree.
+    fn name_history(&self, command: &mut String) {
+        if let Some(h) = &self.history_elsewhere {
+            *command = format!("ingot history --history {}", shell_words::quote(h));
+        }
+    }
 }
 
 impl Handler for Master {
@@ -42,7 +55,8 @@ impl Handler for Master {
                     tracing::info!("upload: {e}");
                 }
             }
-            ControlRequest::Apply(req) => {
+            ControlRequest::Apply(mut req) => {
+                self.name_history(&mut req.history_command);
                 let me = self.clone();
                 stream(conn, move |tx| async move {
                     crate::fleet::apply::apply(
@@ -56,9 +70,14 @@ impl Handler for Master {
                 })
                 .await;
             }
-            ControlRequest::Directord(req) => {
+            ControlRequest::Directord(mut req) => {
+                self.name_history(&mut req.history_command);
                 let directord = self.directord.clone();
-                stream(conn, move |tx| async move { directord.run(req, tx).await }).await;
+                if req.detach {
+                    let _ = conn.send(&directord.detach(req).await).await;
+                } else {
+                    stream(conn, move |tx| async move { directord.run(req, tx).await }).await;
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 //! and TLS, the Directord service as the answerer of minions' questions, and the control socket
 //! with [`handler::Master`] dispatching local commands to the features.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,7 +104,8 @@ pub fn master(rt: &tokio::runtime::Runtime, args: &MasterArgs) -> Result<i32, Co
     match &args.command {
         MasterCommand::Serve(s) => rt.block_on(serve(args.master.clone(), s.clone())),
         MasterCommand::Run(r) => {
-            let req = crate::apply::request(&r.routine, r.targets.clone(), r.no_history);
+            let mut req = crate::apply::request(&r.routine, r.targets.clone(), r.no_history);
+            req.history_command = crate::apply::history_command(&args.master, None);
             rt.block_on(crate::apply::request_apply(&args.master, &req))
         }
         MasterCommand::Nodes { json } => rt.block_on(nodes(args.master.clone(), *json)),
@@ -116,13 +117,17 @@ pub fn manage(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<i32, Co
     if args.list_nodes {
         return rt.block_on(nodes(args.master.clone(), args.json));
     }
+    if let Some(file) = &args.export_nodes {
+        return rt.block_on(export_nodes(&args.master, file, args.json));
+    }
     crate::directord::manage::run(rt, args)
 }
 
 async fn serve(master: PathBuf, args: MasterServeArgs) -> Result<i32, CommandError> {
     require_dir(&master, "master tree", "master")?;
-    // The control socket first: a second master on this tree stops here, before it touches
-    // the journal or the history of the one running.
+    // The tree's lock first: a second master on this tree stops here, before it touches the
+    // socket, the journal or the history of the one running. Held for this master's life.
+    let _lock = lock_tree(&master)?;
     let sock = master.join(control::SOCKET);
     let group = match &args.socket_group {
         None => None,
@@ -211,8 +216,13 @@ async fn serve(master: PathBuf, args: MasterServeArgs) -> Result<i32, CommandErr
     let net = tokio::spawn(hub.clone().serve(listener, tls));
     let directord = Directord::new(hub.clone(), master.clone(), history.clone());
     hub.set_questions(directord.clone());
+    // Where `ingot history` finds these runs, when not in the master tree.
+    let history_elsewhere = (location
+        != historian::Location::Sqlite(historian::default_path(Some(&master), None)))
+    .then(|| location.to_string());
     let handler = Arc::new(handler::Master {
         hub,
+        history_elsewhere,
         master,
         history: history.clone(),
         directord,
@@ -238,6 +248,45 @@ async fn serve(master: PathBuf, args: MasterServeArgs) -> Result<i32, CommandErr
     result
 }
 
+/// The lock file of a master tree: held (flock) by the master serving it, with its pid.
+pub const LOCK: &str = "master.lock";
+
+/// Takes the master tree's lock for this process, or says which master holds it.
+fn lock_tree(master: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, CommandError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = master.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(CommandError::io(&path))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let pid = std::process::id().to_string();
+            let written = locked
+                .set_len(0)
+                .and_then(|()| locked.rewind())
+                .and_then(|()| locked.write_all(pid.as_bytes()));
+            written.map_err(CommandError::io(&path))?;
+            Ok(locked)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(CommandError::Locked(format!(
+                "a master (pid {}) is already serving {}: stop it first (`kill {}`), or serve another tree with --master DIR",
+                pid.trim(),
+                master.display(),
+                pid.trim()
+            )))
+        }
+    }
+}
+
 fn fmt_duration(secs: i64) -> String {
     let s = secs.max(0);
     match s {
@@ -248,18 +297,56 @@ fn fmt_duration(secs: i64) -> String {
     }
 }
 
-async fn nodes(master: PathBuf, json: bool) -> Result<i32, CommandError> {
+/// Every minion the running master of `master` knows.
+async fn fetch_nodes(master: &Path) -> Result<Vec<NodeInfo>, CommandError> {
     let mut nodes: Vec<NodeInfo> = Vec::new();
     let mut error = None;
-    control::request(&master, &ControlRequest::ListNodes, |r| match r {
+    control::request(master, &ControlRequest::ListNodes, |r| match r {
         ControlReply::Nodes(n) => nodes = n,
         ControlReply::Error(e) => error = Some(e),
         _ => {}
     })
     .await?;
-    if let Some(e) = error {
-        return Err(CommandError::Failed(e));
+    match error {
+        Some(e) => Err(CommandError::Failed(e)),
+        None => Ok(nodes),
     }
+}
+
+/// `ingot manage --export-nodes FILE`: the nodes as `--list-nodes --json` gives them, as one
+/// JSON object keyed by name (JSON is YAML too, for scripts that read Directord's YAML dump);
+/// prints Directord's `Exported data to [ FILE ]`.
+async fn export_nodes(master: &Path, file: &Path, json: bool) -> Result<i32, CommandError> {
+    let nodes = fetch_nodes(master).await?;
+    let doc: serde_json::Map<String, serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            let v = serde_json::to_value(n).expect("node infos serialize");
+            (n.name.clone(), v)
+        })
+        .collect();
+    let mut bytes = serde_json::to_vec_pretty(&doc).expect("JSON values serialize");
+    bytes.push(b'\n');
+    std::fs::write(file, bytes).map_err(|e| {
+        CommandError::Failed(format!(
+            "cannot write the nodes to {}: {e}; name a file in a directory you may write to",
+            file.display()
+        ))
+    })?;
+    if json {
+        let out = serde_json::json!({"file": file, "nodes": nodes.len()});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializes")
+        );
+    } else {
+        println!("Exported data to [ {} ]", file.display());
+    }
+    Ok(0)
+}
+
+async fn nodes(master: PathBuf, json: bool) -> Result<i32, CommandError> {
+    let nodes = fetch_nodes(&master).await?;
     if json {
         println!(
             "{}",

@@ -2,7 +2,10 @@
 //! jobs are built here (verb strings parsed against a scratch minion tree of the built-ins plus
 //! `MASTER/resources/`; ADD/COPY globs expanded in the working directory, each file named by
 //! its SHA3-224 and uploaded to the master's store unless it holds that content), then handed
-//! to the running master over the control socket ([`super::relay`] runs them there). Errors
+//! to the running master over the control socket ([`super::relay`] runs them there). As in
+//! Directord, without `--poll`, `--wait` or `--stream` the command returns once the master
+//! took the jobs in, printing `Job received. Task ID: ID` for each (follow them with `ingot
+//! manage --job-info ID`); with one of them it prints each job's result as it finishes. Errors
 //! are printed here; the functions return the exit code ([`runner::exit`]).
 
 use std::collections::HashSet;
@@ -56,7 +59,9 @@ fn upload_sources(rt: &Runtime, master: &Path, jobs: &[Job]) -> Result<(), Strin
 
 fn send(rt: &Runtime, master: &Path, req: DirectordRequest, cmd: &str) -> i32 {
     let mut code = exit::FAILED;
-    let r = rt.block_on(request(master, &ControlRequest::Directord(req), |reply| {
+    let history = req.history_command.clone();
+    let req = ControlRequest::Directord(req);
+    let asked = request(master, &req, |reply| {
         match reply {
             ControlReply::Progress(p) => print!("{p}"),
             ControlReply::Done { stdout, code: c } => {
@@ -75,7 +80,21 @@ fn send(rt: &Runtime, master: &Path, req: DirectordRequest, cmd: &str) -> i32 {
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-    }));
+    });
+    let r = rt.block_on(async {
+        tokio::select! {
+            r = asked => Some(r),
+            signal = crate::apply::session::stop_signal() => {
+                eprintln!(
+                    "ingot {cmd}: interrupted by {signal}: the jobs already sent go on in the master; see them with `ingot manage --list-jobs` or `{history} list`"
+                );
+                None
+            }
+        }
+    });
+    let Some(r) = r else {
+        return exit::INTERRUPTED;
+    };
     match r {
         Ok(()) => code,
         Err(e) => {
@@ -95,12 +114,21 @@ fn submit(rt: &Runtime, master: &Path, jobs: Vec<Job>, show: &Show, cmd: &str) -
     if let Err(e) = upload_sources(rt, master, &jobs) {
         return usage_error(cmd, e);
     }
+    let detach = !show.waits();
+    if detach && show.check {
+        eprintln!(
+            "ingot {cmd}: note: --check lists the failed jobs only with --poll, --wait or --stream; \
+             the jobs are submitted without waiting (see them with `ingot manage --list-jobs`)"
+        );
+    }
     let req = DirectordRequest {
         jobs,
         stream: show.stream,
         pipeline: show.pipeline.into(),
         check: show.check,
+        detach,
         origin: Requester::current(),
+        history_command: crate::apply::history_command(master, None),
     };
     send(rt, master, req, cmd)
 }

@@ -1,15 +1,15 @@
 //! `ingot manage`: Directord's manage commands on ingot.
 //!
 //! The job commands (`--list-jobs`, `--job-info`, `--analyze-job`, `--analyze-parent`,
-//! `--export-jobs`, `--purge-jobs`) read the master's historian directly, as `ingot history`
+//! `--analyze-all`, `--export-jobs`, `--purge-jobs`) read the master's historian directly, as `ingot history`
 //! does, so they answer from what is recorded even while the master is down: the `job` steps
 //! that [`crate::directord::recording`] records for every `exec`/`orchestrate --master` request, grouped by
 //! job id. A job is recorded once every target answered, so all but `--purge-jobs` first ask
 //! the running master for the jobs it has not stored yet ([`ManageRequest::JobsInFlight`]) and
 //! show them PROCESSING, as Directord does; with no master running they show the history
 //! alone. `--purge-jobs` deletes those runs from the history. `--list-nodes`,
-//! `--purge-nodes` and `--dump-cache` need the running master (its control socket): nodes are
-//! its sessions, and the caches are read by each connected minion's agent.
+//! `--export-nodes`, `--purge-nodes` and `--dump-cache` need the running master (its control
+//! socket): nodes are its sessions, and the caches are read by each connected minion's agent.
 //!
 //! Tables keep Directord's layouts and field names (tabulate's "simple" style); `--json`
 //! gives the same data for scripts.
@@ -26,8 +26,8 @@ use serde_json::{json, Map, Value};
 use crate::control::{self, ControlReply, ControlRequest, ManageRequest};
 use crate::directord::recording::{InFlight, LiveJob};
 use crate::directord::records::{
-    analyze, job_info_table, load, matches, merge, parse_filter, pick, python_bool, safe, scalar,
-    secs8, tabulate, Filter, JobRecord,
+    analyze, job_info_table, load, matches, merge, nothing_recorded, parse_filter, pick,
+    python_bool, safe, scalar, secs8, tabulate, Filter, JobRecord,
 };
 use crate::exit::CommandError;
 use crate::layout::DEFAULT_DIR;
@@ -40,7 +40,7 @@ use crate::server::Hub;
         .required(true)
         .args([
             "list_nodes", "list_jobs", "job_info", "purge_jobs", "purge_nodes", "export_jobs",
-            "analyze_job", "analyze_parent", "dump_cache",
+            "export_nodes", "analyze_job", "analyze_parent", "analyze_all", "dump_cache",
         ])
 ))]
 pub struct ManageArgs {
@@ -81,6 +81,10 @@ pub struct ManageArgs {
     /// Write every job's record to FILE as JSON (an object keyed by job id).
     #[arg(long, value_name = "FILE")]
     pub export_jobs: Option<PathBuf>,
+    /// Write every known minion (as --list-nodes shows them) to FILE as JSON, an object keyed
+    /// by name (asks the running master).
+    #[arg(long, value_name = "FILE")]
+    pub export_nodes: Option<PathBuf>,
     /// Execution statistics of one job (a job id, a unique prefix, or `last`).
     #[arg(long, value_name = "ID|last")]
     pub analyze_job: Option<String>,
@@ -88,6 +92,9 @@ pub struct ManageArgs {
     /// parent id is its job id): a parent id, a unique prefix, or `last`.
     #[arg(long, value_name = "ID|last")]
     pub analyze_parent: Option<String>,
+    /// Execution statistics of every job run through the master (ID `all`).
+    #[arg(long)]
+    pub analyze_all: bool,
     /// Print each connected minion's Directord cache (args, envs, job and parent states) as
     /// JSON, keyed by minion (asks the running master).
     #[arg(long)]
@@ -321,6 +328,16 @@ fn jobs_command(rt: &tokio::runtime::Runtime, args: &ManageArgs) -> Result<Strin
         let id = pick(sel, &parents, "parent", &location)?;
         let of: Vec<&JobRecord> = jobs.iter().filter(|j| j.parent_id() == id).collect();
         let a = analyze(id, &of);
+        Ok(if args.json {
+            pretty(&a.json())
+        } else {
+            a.table()
+        })
+    } else if args.analyze_all {
+        if jobs.is_empty() {
+            return Err(Failure::Failed(nothing_recorded(&location)));
+        }
+        let a = analyze("all", &jobs.iter().collect::<Vec<_>>());
         Ok(if args.json {
             pretty(&a.json())
         } else {

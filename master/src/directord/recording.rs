@@ -160,7 +160,7 @@ impl Recording {
 
     /// Ends the run (failed when any job failed or `failed`, changed when any job ran, else
     /// ok), waits until it is stored, and returns the line telling where to review it.
-    pub fn finish(&self, failed: bool) -> String {
+    pub fn finish(&self, failed: bool, history_command: &str) -> String {
         let status = match self.run.derived_status() {
             _ if failed => historian::RunStatus::Failed,
             s => s,
@@ -169,7 +169,7 @@ impl Recording {
         if let Err(e) = self.history.flush() {
             tracing::warn!("the history of these jobs may be incomplete: {e}");
         }
-        format!("history: ingot history show {}\n", self.run.id())
+        format!("history: {history_command} show {}\n", self.run.id())
     }
 }
 

@@ -278,7 +278,7 @@ fn known<'a>(items: impl DoubleEndedIterator<Item = &'a String>, total: usize) -
     format!("{}{more}", seen.join(", "))
 }
 
-fn nothing_recorded(location: &Location) -> String {
+pub(crate) fn nothing_recorded(location: &Location) -> String {
     format!(
         "no Directord job is recorded in {location} (run some with `ingot exec --master DIR` or \
          `ingot orchestrate --master DIR`; the master's history is MASTER/logs/history.db unless \

@@ -14,6 +14,10 @@
 //! (minions without the arg contribute no key), so `{{ query }}` templates see every minion's
 //! value.
 //!
+//! Without `--poll`, `--wait` or `--stream` the request is detached ([`Directord::detach`]):
+//! the master records its run, answers with the job ids at once and runs the jobs as above,
+//! the outcome going to the history and `ingot manage` only.
+//!
 //! REBOOT (Directord's inactive nodes): once a REBOOT goes out to a minion it is inactive
 //! until it connects again on a new connection; a later job for it (of any request) is held
 //! until then, for at most that job's own `--timeout`, after which it fails there with "NAME
@@ -37,6 +41,7 @@ use super::recording::{Recording, Tracked};
 use super::service::Directord;
 use super::transfer::Shipper;
 use crate::control::{ControlReply, DirectordRequest};
+use crate::server::journal::Journal;
 use crate::server::Hub;
 
 pub(super) fn failed_result(job: &Job, minion: &str, why: String) -> JobResult {
@@ -381,16 +386,47 @@ impl Directord {
         req: DirectordRequest,
         tx: mpsc::UnboundedSender<ControlReply>,
     ) -> ControlReply {
-        run(self, req, tx).await
+        accept(self, req).await.run(tx).await
+    }
+
+    /// Directord's fire-and-forget submission (`exec|orchestrate --master` without `--poll`,
+    /// `--wait` or `--stream`): takes the request in (its run started and journaled, its jobs
+    /// PROCESSING for `ingot manage`), runs it on a task of its own, and answers at once with
+    /// one `Job received. Task ID: ID` line per job, as Directord's server does.
+    pub async fn detach(&self, req: DirectordRequest) -> ControlReply {
+        let accepted = accept(self, req).await;
+        let stdout = accepted
+            .ids
+            .iter()
+            .map(|id| format!("Job received. Task ID: {id}\n"))
+            .collect();
+        // Nobody reads the progress: `ingot manage` and the history show the outcome.
+        let (tx, _) = mpsc::unbounded_channel();
+        tokio::spawn(accepted.run(tx));
+        ControlReply::Done { stdout, code: 0 }
     }
 }
 
-/// The master's side: runs the request's jobs on the connected minions.
-async fn run(
-    d: &Directord,
-    req: DirectordRequest,
-    tx: mpsc::UnboundedSender<ControlReply>,
-) -> ControlReply {
+/// A request the master has taken in: its run started (and journaled open), its jobs known
+/// to `ingot manage` as PROCESSING and split into queues; nothing sent yet.
+struct Accepted {
+    ship: Arc<Shipper>,
+    sentinels: Arc<AtomicU64>,
+    recording: Option<Arc<Recording>>,
+    journaled: Option<Arc<Journal>>,
+    live: Arc<Tracked>,
+    /// The job ids, in the request's order.
+    ids: Vec<String>,
+    /// The queues' jobs, queues in order of first appearance.
+    queues: Vec<Vec<Job>>,
+    window: usize,
+    stream: bool,
+    check: bool,
+    history_command: String,
+}
+
+/// Takes in a request: records it as a history run and tracks its jobs, before any goes out.
+async fn accept(d: &Directord, req: DirectordRequest) -> Accepted {
     let hub = &d.hub;
     let jobs: Vec<&Job> = req.jobs.iter().collect();
     let recording = Recording::start(d.history.as_ref(), hub, &req.origin, &jobs).map(Arc::new);
@@ -415,7 +451,7 @@ async fn run(
                 .map_or_else(channel3::Timestamp::now, |r| r.created()),
         ),
     );
-    let ship = Shipper::new(hub.clone(), d.master.clone());
+    let ids = req.jobs.iter().map(|j| j.job_id.clone()).collect();
     // Queues in order of first appearance.
     let mut order: Vec<String> = Vec::new();
     let mut queues: BTreeMap<String, Vec<Job>> = BTreeMap::new();
@@ -426,48 +462,73 @@ async fn run(
         }
         queues.entry(q).or_default().push(j);
     }
-    let total: usize = queues.values().map(Vec::len).sum();
-    let shared = Arc::new(RequestRun {
-        ship,
+    Accepted {
+        ship: Shipper::new(hub.clone(), d.master.clone()),
         sentinels: d.sentinels.clone(),
-        recording: recording.clone(),
-        live: live.clone(),
+        recording,
+        journaled,
+        live,
+        ids,
+        queues: order
+            .into_iter()
+            .map(|q| queues.remove(&q).unwrap_or_default())
+            .collect(),
         window: req.pipeline.max(1),
         stream: req.stream,
-        tx,
-    });
-    let runs = order.into_iter().map(|q| {
-        let jobs = queues.remove(&q).unwrap_or_default();
-        tokio::spawn(run_queue(shared.clone(), jobs))
-    });
-    let mut failed = Vec::new();
-    for r in futures::future::join_all(runs).await {
-        match r {
-            Ok(outcomes) => failed.extend(outcomes.into_iter().filter(|o| !o.1).map(|o| o.0)),
-            Err(e) => failed.push(format!("(a queue stopped: {e})")),
-        }
+        check: req.check,
+        history_command: req.history_command,
     }
-    let mut stdout = format!(
-        "{total} jobs: {} succeeded, {} failed\n",
-        total.saturating_sub(failed.len()),
-        failed.len()
-    );
-    if req.check && !failed.is_empty() {
-        stdout.push_str("FAILED JOBS\n");
-        for id in &failed {
-            stdout.push_str(&format!("{id}\n"));
+}
+
+impl Accepted {
+    /// Runs the queues concurrently to the end, stores the run; progress goes to `tx`, the
+    /// outcome is the reply.
+    async fn run(self, tx: mpsc::UnboundedSender<ControlReply>) -> ControlReply {
+        let total: usize = self.queues.iter().map(Vec::len).sum();
+        let shared = Arc::new(RequestRun {
+            ship: self.ship,
+            sentinels: self.sentinels,
+            recording: self.recording.clone(),
+            live: self.live.clone(),
+            window: self.window,
+            stream: self.stream,
+            tx,
+        });
+        let runs = self
+            .queues
+            .into_iter()
+            .map(|jobs| tokio::spawn(run_queue(shared.clone(), jobs)));
+        let mut failed = Vec::new();
+        for r in futures::future::join_all(runs).await {
+            match r {
+                Ok(outcomes) => failed.extend(outcomes.into_iter().filter(|o| !o.1).map(|o| o.0)),
+                Err(e) => failed.push(format!("(a queue stopped: {e})")),
+            }
         }
-    }
-    if let Some(r) = recording {
-        stdout.push_str(&r.finish(!failed.is_empty()));
-        if let Some(journal) = journaled {
-            journal.close_run(r.id());
+        let mut stdout = format!(
+            "{total} jobs: {} succeeded, {} failed\n",
+            total.saturating_sub(failed.len()),
+            failed.len()
+        );
+        if self.check && !failed.is_empty() {
+            stdout.push_str("FAILED JOBS\n");
+            for id in &failed {
+                stdout.push_str(&format!("{id}\n"));
+            }
         }
-    }
-    // Only now that the run is stored may its jobs leave the master's list.
-    drop(live);
-    ControlReply::Done {
-        stdout,
-        code: i32::from(!failed.is_empty()),
+        if let Some(r) = self.recording {
+            stdout.push_str(&r.finish(!failed.is_empty(), &self.history_command));
+            if let Some(journal) = self.journaled {
+                journal.close_run(r.id());
+            }
+        }
+        // Only now that the run is stored may its jobs leave the master's list (the queues
+        // hold clones in `shared`, gone with them).
+        drop(shared);
+        drop(self.live);
+        ControlReply::Done {
+            stdout,
+            code: i32::from(!failed.is_empty()),
+        }
     }
 }

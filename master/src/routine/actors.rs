@@ -15,6 +15,15 @@ use runner::{EventSink, Program};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+/// Where the operator finds what an actor was given on stdin.
+fn input_hint(actor: &str) -> &'static str {
+    if actor.ends_with("prescribe") {
+        "`ingot facts --minion DIR` prints the facts it was given"
+    } else {
+        "the run's history, on the `history:` line below, holds the stdin it was given"
+    }
+}
+
 /// Why an actor failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActorError {
@@ -28,7 +37,7 @@ pub enum ActorError {
         source: runner::RunError,
     },
     /// It exited non-zero.
-    #[error("{actor} failed with exit code {code}{}\n  fix: run it by hand with the same input to see why (`ingot apply --check` shows the facts it was given)", stderr_block(.stderr))]
+    #[error("{actor} failed with exit code {code}{}\n  fix: run it by hand with the same input to see why ({})", stderr_block(.stderr), input_hint(.actor))]
     Failed {
         /// The actor.
         actor: String,

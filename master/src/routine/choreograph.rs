@@ -4,9 +4,17 @@ use serde_json::Value;
 
 use crate::routine::documents::{is_meta_field, Step};
 
-/// Whether an observation differs from the desired state: per its `changes` when the resource
-/// reported them, else field by field over the desired fields.
+/// Whether an observation differs from the desired state: a resource that does not exist
+/// while its absence was not asked for (`"exists": false` or `"state": "absent"`) always does;
+/// else per its `changes` when the resource reported them, else field by field over the desired
+/// fields.
 pub fn differs(desired: &Value, observed: &Value) -> bool {
+    let missing = observed.get("exists") == Some(&Value::Bool(false));
+    let absence_wanted = desired.get("exists") == Some(&Value::Bool(false))
+        || desired.get("state").and_then(Value::as_str) == Some("absent");
+    if missing && !absence_wanted {
+        return true;
+    }
     if let Some(changes) = observed.get("changes") {
         return changes.as_object().is_some_and(|c| !c.is_empty());
     }
@@ -71,6 +79,31 @@ mod tests {
         assert!(differs(
             &d,
             &json!({"path": "/a", "changes": {"content": {}}})
+        ));
+    }
+
+    #[test]
+    fn absence_that_was_not_asked_for_differs() {
+        // Nothing to compare field by field, no `changes`: still missing, so still to do.
+        let d = json!({"kind": "secret", "name": "db", "value": "s3cr3t", "sensitive": ["value"]});
+        assert!(differs(
+            &d,
+            &json!({"kind": "secret", "name": "db", "exists": false})
+        ));
+        assert!(differs(
+            &d,
+            &json!({"kind": "secret", "name": "db", "exists": false, "changes": {}})
+        ));
+        // Absence asked for, either way it can be said: converged.
+        let gone = json!({"kind": "file", "path": "/a", "state": "absent"});
+        assert!(!differs(
+            &gone,
+            &json!({"path": "/a", "exists": false, "changes": {}})
+        ));
+        let gone = json!({"kind": "x", "name": "a", "exists": false});
+        assert!(!differs(
+            &gone,
+            &json!({"kind": "x", "name": "a", "exists": false})
         ));
     }
 

@@ -102,6 +102,8 @@ pub enum MinionStatus {
     Pending,
     /// Something failed (or it did not converge).
     Failed,
+    /// A signal stopped the apply before this minion finished (the steps it ran are reported).
+    Interrupted,
 }
 
 /// Everything about one minion's run.
@@ -225,6 +227,15 @@ async fn routine<L: MinionLink>(
         observer.progress(&minion, "fact", fact, &format!("left out: {why}"));
     }
     report.fact_failures = facts.failures.clone();
+    // A built-in fact whose link leads to a moved binary: prescribing without it could remove
+    // what depends on it. Other failing facts are left out as before.
+    if let Some((fact, why)) = facts
+        .failures
+        .iter()
+        .find(|(_, why)| minion::layout::is_broken_link(why))
+    {
+        return Err(format!("fact {fact} cannot be gathered: {why}"));
+    }
     let facts = facts.document;
     let prescription = actors
         .prescribe(&facts, opts.actor_timeout, &*sink)

@@ -104,9 +104,13 @@ pub fn recap(reports: &[MinionReport], check: bool, style: &Style) -> String {
     }
     for r in reports {
         if let Some(e) = &r.error {
+            let label = match r.status {
+                MinionStatus::Interrupted => "INTERRUPTED",
+                _ => "FAILED",
+            };
             out.push_str(&format!(
                 "{} {}\n  {}\n\n",
-                style.bad("FAILED"),
+                style.bad(label),
                 style.bold(&r.minion),
                 e.replace('\n', "\n  ")
             ));
@@ -145,6 +149,7 @@ pub fn recap(reports: &[MinionReport], check: bool, style: &Style) -> String {
             MinionStatus::Changed => style.change("changed"),
             MinionStatus::Pending => style.change("pending"),
             MinionStatus::Failed => style.bad("failed "),
+            MinionStatus::Interrupted => style.bad("stopped"),
         };
         let pending = if check {
             format!(" {:>7}", c["pending"])

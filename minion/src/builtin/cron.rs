@@ -71,25 +71,113 @@ fn current_user() -> Result<String, ResourceError> {
     }
 }
 
-/// Normalises and checks a schedule: five fields or one `@` keyword, single spaces.
+/// The five fields of a schedule: name, lowest and highest value, the names it also takes.
+const FIELDS: [(&str, u16, u16, &[&str]); 5] = [
+    ("minute", 0, 59, &[]),
+    ("hour", 0, 23, &[]),
+    ("day of month", 1, 31, &[]),
+    (
+        "month",
+        1,
+        12,
+        &[
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ],
+    ),
+    (
+        "day of week",
+        0,
+        7,
+        &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    ),
+];
+
+/// The parser of standard (Vixie) five-field schedules: no seconds, no year.
+fn parser() -> croner::parser::CronParser {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Why field `i` (`value`) is not one cron takes, or `None` when it is.
+fn field_problem(i: usize, value: &str) -> Option<String> {
+    let (name, lo, hi, names) = FIELDS[i];
+    let range = match names {
+        [] => format!("{lo}-{hi}"),
+        [first, .., last] => format!("{lo}-{hi} or {first}-{last}"),
+        [only] => format!("{lo}-{hi} or {only}"),
+    };
+    // Vixie cron's syntax: numbers, `*`, `,`, `-`, `/`, and names only in month and day of
+    // week. Quartz's extensions (`L`, `W`, `#`, `?`), which the parser also knows, are refused:
+    // cron would not run such a line.
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "*,-/".contains(*c)))
+    {
+        return Some(format!(
+            "{name} {value:?} has {c:?}, which cron does not take (use numbers {range}, `*`, `,`, `-` and `/`)"
+        ));
+    }
+    for token in value.split([',', '-', '/']) {
+        if token.chars().any(|c| c.is_ascii_alphabetic())
+            && !names.contains(&token.to_ascii_lowercase().as_str())
+        {
+            return Some(format!(
+                "{name} {value:?}: {token:?} is not a {name} (use {range})"
+            ));
+        }
+    }
+    let mut probe = ["*"; 5];
+    probe[i] = value;
+    let err = parser().parse(&probe.join(" ")).err()?;
+    // The common mistake first: a number out of range (steps, after `/`, are not values).
+    for part in value.split(',') {
+        let values = part.split('/').next().unwrap_or_default();
+        for n in values.split('-').filter_map(|t| t.parse::<u32>().ok()) {
+            if n < u32::from(lo) || n > u32::from(hi) {
+                return Some(format!("{name} {n} is out of range {range}"));
+            }
+        }
+    }
+    let why = err.to_string();
+    let why = why
+        .strip_prefix("Component error: ")
+        .unwrap_or(&why)
+        .trim_end_matches('.');
+    let mut chars = why.chars();
+    let why = chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect::<String>())
+        .unwrap_or_default();
+    Some(format!(
+        "{name} {value:?} is not valid: {why} (use {range})"
+    ))
+}
+
+/// Normalises and checks a schedule: five fields that cron takes, or one `@` keyword; single
+/// spaces.
 fn normalise_schedule(s: &str) -> Result<String, ResourceError> {
     let fields: Vec<&str> = s.split_whitespace().collect();
-    let ok = match fields.as_slice() {
-        [k] => KEYWORDS.contains(k),
-        f if f.len() == 5 => f.iter().all(|x| {
-            x.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "*,/-".contains(c))
-        }),
-        _ => false,
-    };
-    if !ok {
-        return Err(ResourceError::input(
-            "/schedule",
-            format!(
+    let bad = |why: String| ResourceError::input("/schedule", why);
+    match fields.as_slice() {
+        [k] if KEYWORDS.contains(k) => {}
+        f if f.len() == 5 => {
+            if let Some(why) = f.iter().enumerate().find_map(|(i, v)| field_problem(i, v)) {
+                return Err(bad(format!("{s:?} is not a cron schedule: {why}")));
+            }
+            // Each field is fine alone; the parser has the last word on the whole.
+            if let Err(e) = parser().parse(&f.join(" ")) {
+                return Err(bad(format!("{s:?} is not a cron schedule: {e}")));
+            }
+        }
+        _ => {
+            return Err(bad(format!(
                 "{s:?} is not a cron schedule: use five fields (minute hour day-of-month month day-of-week, e.g. \"*/5 * * * *\") or one of {}",
                 KEYWORDS.join(", ")
-            ),
-        ));
+            )))
+        }
     }
     Ok(fields.join(" "))
 }
@@ -408,5 +496,67 @@ impl Resource for Cron {
 
     fn conform(&self, desired: &Value) -> Result<Value, ResourceError> {
         conform(&Desired::parse(desired)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(s: &str) -> String {
+        match normalise_schedule(s) {
+            Err(ResourceError::Input { pointer, message }) => {
+                assert_eq!(pointer, "/schedule");
+                message
+            }
+            other => panic!("{s:?}: expected an input error, got {:?}", other.map(drop)),
+        }
+    }
+
+    #[test]
+    fn schedules_cron_takes_are_accepted_and_normalised() {
+        for (given, normal) in [
+            ("*/5 * * * *", "*/5 * * * *"),
+            ("0  3 * * 1-5", "0 3 * * 1-5"),
+            (
+                "15,45 8-18/2 1,15 jan-jun mon",
+                "15,45 8-18/2 1,15 jan-jun mon",
+            ),
+            ("59 23 31 12 7", "59 23 31 12 7"),
+            ("0 0 * DEC Sun", "0 0 * DEC Sun"),
+            ("@reboot", "@reboot"),
+            ("@daily", "@daily"),
+            ("@midnight", "@midnight"),
+        ] {
+            assert_eq!(normalise_schedule(given).unwrap(), normal, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn bad_schedules_are_refused_naming_what_is_wrong() {
+        for (bad, says) in [
+            ("99 99 * * *", "minute 99 is out of range 0-59"),
+            ("0 24 * * *", "hour 24 is out of range 0-23"),
+            ("0 0 0 * *", "day of month 0 is out of range 1-31"),
+            ("0 0 * 13 *", "month 13 is out of range 1-12 or jan-dec"),
+            ("0 0 * * 8", "day of week 8 is out of range 0-7 or sun-sat"),
+            ("0 0 * * 1-9", "day of week 9 is out of range"),
+            (
+                "*/0 * * * *",
+                "minute \"*/0\" is not valid: step cannot be zero",
+            ),
+            ("5-1 * * * *", "minute \"5-1\" is not valid"),
+            ("0 0 L * *", "\"L\" is not a day of month"),
+            ("0 0 * * 5#2", "has '#'"),
+            ("0 0 ? * *", "has '?'"),
+            ("0 0 * foo *", "\"foo\" is not a month"),
+            ("x * * * *", "\"x\" is not a minute"),
+            ("* * * *", "use five fields"),
+            ("0 0 * * * *", "use five fields"),
+            ("@sometimes", "use five fields"),
+        ] {
+            let message = refused(bad);
+            assert!(message.contains(says), "{bad:?}: {message}");
+        }
     }
 }

@@ -20,18 +20,24 @@ use crate::{layout, Minion};
 
 /// How results are shown (Directord's mutually exclusive modes), and how far ahead jobs are
 /// sent through a master.
+///
+/// Through a master (`--master`) without `--poll`, `--wait` or `--stream` the jobs are
+/// submitted and their ids printed (`Job received. Task ID: ID`), as Directord does; on a local
+/// `--minion` the command always waits.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Show {
-    /// Print each job's result as it finishes (the default here).
+    /// Wait for the jobs and print each one's result as it finishes (through --master,
+    /// without --poll, --wait or --stream the command prints the job ids and returns at once;
+    /// follow them with `ingot manage --job-info ID`).
     #[arg(long, group = "mode")]
     pub poll: bool,
     /// Same as --poll (Directord shows a spinner).
     #[arg(long, group = "mode")]
     pub wait: bool,
-    /// Also print each job's STDOUT and STDERR.
+    /// Same as --poll, and print each job's STDOUT and STDERR too.
     #[arg(long, group = "mode")]
     pub stream: bool,
-    /// List the failed jobs at the end.
+    /// With --poll, --wait or --stream: list the failed jobs at the end.
     #[arg(long)]
     pub check: bool,
     /// Through a master: send up to N jobs of a queue before the slowest target finished the
@@ -40,6 +46,14 @@ pub struct Show {
     /// Directord's functional suite assumes) never race each other.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub pipeline: u16,
+}
+
+impl Show {
+    /// Whether the command waits for the jobs' results (`--poll`, `--wait`, `--stream`)
+    /// rather than returning once they are submitted.
+    pub fn waits(&self) -> bool {
+        self.poll || self.wait || self.stream
+    }
 }
 
 /// Which minion, and its cache.

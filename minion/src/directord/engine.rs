@@ -349,11 +349,11 @@ impl Engine {
                         }
                     }
                 }
-                Err(e @ DispatchError::NotFound { .. }) => {
+                Err(DispatchError::NotFound { .. }) => {
                     if last.is_none() {
                         last = Some(ResolveError::NotFound {
                             verb: verb.to_uppercase(),
-                            reason: e.to_string(),
+                            kind: lower.clone(),
                         });
                     }
                 }
@@ -651,12 +651,12 @@ impl Engine {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     /// Neither `resources/<verb>` nor `resources/<verb>_verb` exists.
-    #[error("{verb}: no such verb on this minion ({reason})")]
+    #[error("{verb}: no such verb: neither resources/{kind} nor resources/{kind}_verb exists (a verb of your own is an executable of that name in MASTER/resources/ with --master, or in MINION/resources/)")]
     NotFound {
         /// The verb.
         verb: String,
-        /// The dispatch error.
-        reason: String,
+        /// The executable name it resolves to (lower case).
+        kind: String,
     },
     /// Its option list is bad, or it is not a verb.
     #[error(transparent)]

@@ -17,13 +17,17 @@ pub enum DispatchError {
     )]
     BadKind(String),
     /// There is no executable for the kind.
-    #[error("no resource {kind:?}: {path} does not exist (run `ingot init minion DIR` for the built-ins, or drop an executable there)")]
+    #[error("no resource {kind:?}: {path} does not exist (pass --minion DIR for another minion tree, run `ingot init minion DIR` for the built-ins, or drop an executable there)")]
     NotFound {
         /// The kind.
         kind: String,
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// `resources/KIND` is a built-in's link to an ingot binary that is gone (the reason says
+    /// to re-run `ingot init minion DIR`).
+    #[error("{0}")]
+    BrokenLink(String),
     /// The state was refused before anything ran (or by the resource itself, exit 2).
     #[error("invalid input for {kind} at {pointer}: {message}")]
     Invalid {

@@ -27,7 +27,8 @@ pub struct FactProblem {
 pub struct FactReport {
     /// The fact document: each successful fact's output under its file name.
     pub document: Map<String, Value>,
-    /// Facts that failed (exit != 0, bad JSON, timeout): left out of the document.
+    /// Facts that failed (exit != 0, bad JSON, timeout, a built-in link to a missing binary):
+    /// left out of the document.
     pub failures: Vec<FactProblem>,
     /// Entries of facts/ that were not run (hidden, directories, not executable).
     pub skipped: Vec<FactProblem>,
@@ -49,13 +50,16 @@ enum FactSource {
     /// A JSON document `facts/NAME.json` that is not executable: a fact that does not change
     /// (a role, a datacenter), as Salt's static grains.
     Static(PathBuf),
+    /// A built-in's link to an ingot binary that is gone: a failure, never a silent skip, so
+    /// that nothing acts on a fact document missing it (see `crate::layout::dangling_builtin`).
+    BrokenLink(String),
 }
 
 impl FactSource {
     fn describe(&self) -> String {
         match self {
             FactSource::Exec(p) | FactSource::Static(p) => p.display().to_string(),
-            FactSource::Builtin(_) => "the built-in".into(),
+            FactSource::Builtin(_) | FactSource::BrokenLink(_) => "the built-in".into(),
         }
     }
 }
@@ -111,7 +115,13 @@ pub(super) async fn gather(
             Err("hidden file")
         } else {
             match &meta {
-                Err(_) => Err("broken symlink"),
+                Err(_) => match crate::layout::dangling_builtin(&path) {
+                    Some(target) => Ok((
+                        file.clone(),
+                        FactSource::BrokenLink(crate::layout::broken_link_reason(&path, &target)),
+                    )),
+                    None => Err("broken symlink"),
+                },
                 Ok(m) if m.is_dir() => Err("directory"),
                 Ok(_) if executable => Ok((
                     file.clone(),
@@ -146,6 +156,7 @@ pub(super) async fn gather(
     let runs = sources.iter().map(|(name, source)| async move {
         match source {
             FactSource::Static(path) => read_static_fact(path),
+            FactSource::BrokenLink(reason) => Err(reason.clone()),
             FactSource::Builtin(gather) => crate::inproc::gather_fact(name, *gather, timeout, sink)
                 .await
                 .map_err(|e| e.to_string()),

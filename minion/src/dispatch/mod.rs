@@ -138,6 +138,11 @@ impl Minion {
         }
         let path = self.dir.join("resources").join(kind);
         if std::fs::metadata(&path).is_err() {
+            if let Some(target) = crate::layout::dangling_builtin(&path) {
+                return Err(DispatchError::BrokenLink(
+                    crate::layout::broken_link_reason(&path, &target),
+                ));
+            }
             return Err(DispatchError::NotFound {
                 kind: kind.into(),
                 path,
