@@ -26,8 +26,10 @@ use serde_json::{json, Map, Value};
 use crate::control::{self, ControlReply, ControlRequest, ManageRequest};
 use crate::directord::recording::{InFlight, LiveJob};
 use crate::directord::records::{
-    analyze, job_info_table, load, matches, merge, nothing_recorded, parse_filter, pick,
-    python_bool, safe, scalar, secs8, tabulate, Filter, JobRecord,
+    load, matches, merge, nothing_recorded, parse_filter, pick, Filter, JobRecord,
+};
+use crate::directord::tables::{
+    analyze, job_info_table, python_bool, safe, scalar, secs8, tabulate,
 };
 use crate::exit::CommandError;
 use crate::layout::DEFAULT_DIR;

@@ -13,6 +13,7 @@ pub mod recording;
 pub mod records;
 pub mod relay;
 mod service;
+pub mod tables;
 pub mod transfer;
 
 pub use service::Directord;
