@@ -5,6 +5,18 @@ use std::path::PathBuf;
 /// Where a master tree lives when no `--master` is given.
 pub const DEFAULT_DIR: &str = "/var/lib/ingot/master";
 
+/// ` --master DIR` (quoted for a shell) for a hint to paste, or nothing for the default tree.
+pub fn master_flag(master: &std::path::Path) -> String {
+    if master == std::path::Path::new(DEFAULT_DIR) {
+        String::new()
+    } else {
+        format!(
+            " --master {}",
+            shell_words::quote(&master.to_string_lossy())
+        )
+    }
+}
+
 /// `ingot init master DIR`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InitMasterArgs {

@@ -110,11 +110,7 @@ pub fn history_command(master: &Path, history: Option<&str>) -> String {
             format!("ingot history --history {}", shell_words::quote(h))
         }
         Some(_) => "ingot history".into(),
-        None if master == Path::new(DEFAULT_DIR) => "ingot history".into(),
-        None => format!(
-            "ingot history --master {}",
-            shell_words::quote(&master.to_string_lossy())
-        ),
+        None => format!("ingot history{}", crate::layout::master_flag(master)),
     }
 }
 

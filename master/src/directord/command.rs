@@ -86,7 +86,8 @@ fn send(rt: &Runtime, master: &Path, req: DirectordRequest, cmd: &str) -> i32 {
             r = asked => Some(r),
             signal = crate::apply::session::stop_signal() => {
                 eprintln!(
-                    "ingot {cmd}: interrupted by {signal}: the jobs already sent go on in the master; see them with `ingot manage --list-jobs` or `{history} list`"
+                    "ingot {cmd}: interrupted by {signal}: the jobs already sent go on in the master; see them with `ingot manage{} --list-jobs` or `{history} list`",
+                    crate::layout::master_flag(master)
                 );
                 None
             }
@@ -118,7 +119,8 @@ fn submit(rt: &Runtime, master: &Path, jobs: Vec<Job>, show: &Show, cmd: &str) -
     if detach && show.check {
         eprintln!(
             "ingot {cmd}: note: --check lists the failed jobs only with --poll, --wait or --stream; \
-             the jobs are submitted without waiting (see them with `ingot manage --list-jobs`)"
+             the jobs are submitted without waiting (see them with `ingot manage{} --list-jobs`)",
+            crate::layout::master_flag(master)
         );
     }
     let req = DirectordRequest {
